@@ -1,0 +1,29 @@
+"""Output divergences D(pred, target) as (sum, count) so several forwards average correctly."""
+
+from typing import Literal
+
+from torch import Tensor
+from torch.nn import functional as F
+
+OutputLossType = Literal["mse", "kl"]
+
+
+def divergence_sum(pred: Tensor, target: Tensor, loss_type: OutputLossType) -> tuple[Tensor, int]:
+    """mse: Σ over every element, count = numel. kl: Σ_pos KL(softmax(target) ‖ softmax(pred)),
+    count = number of positions (all but the last dim)."""
+    if loss_type == "mse":
+        return ((pred.float() - target.float()) ** 2).sum(), pred.numel()
+    log_q = F.log_softmax(pred.float(), dim=-1)
+    log_p = F.log_softmax(target.float(), dim=-1)
+    kl = (log_p.exp() * (log_p - log_q)).sum()
+    return kl, pred.numel() // pred.shape[-1]
+
+
+def per_example_divergence(pred: Tensor, target: Tensor, loss_type: OutputLossType) -> Tensor:
+    """Divergence per leading index (mean over the remaining elements / positions)."""
+    if loss_type == "mse":
+        return ((pred.float() - target.float()) ** 2).flatten(1).mean(-1)
+    log_q = F.log_softmax(pred.float(), dim=-1)
+    log_p = F.log_softmax(target.float(), dim=-1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(-1)
+    return kl.flatten(1).mean(-1) if kl.dim() > 1 else kl

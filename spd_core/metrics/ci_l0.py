@@ -1,0 +1,15 @@
+"""CI-L0: how many subcomponents are causally important per position."""
+
+from torch import Tensor
+
+
+def ci_l0(ci_lower: dict[str, Tensor], threshold: float) -> dict[str, float]:
+    """Per module, mean over positions of #{c : g_c > threshold} (strict)."""
+    return {
+        name: (g > threshold).sum(-1).float().mean().item() for name, g in ci_lower.items()
+    }
+
+
+def ever_important(ci_lower: dict[str, Tensor], threshold: float) -> dict[str, Tensor]:
+    """Per module, a (C,) bool: was the component important at any position of this batch."""
+    return {name: (g > threshold).reshape(-1, g.shape[-1]).any(0) for name, g in ci_lower.items()}

@@ -1,0 +1,40 @@
+"""Progress of a running decomposition: rate, ETA and a one-line summary."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+
+@dataclass
+class ProgressEvent:
+    step: int
+    steps: int
+    terms: dict[str, float]
+    l0: dict[str, float]
+    steps_per_s: float
+    eta_s: float
+
+    def line(self) -> str:
+        """`step 100/1000 | loss/… | L0 … | 35.2 steps/s | ETA 0:00:26`."""
+        terms = " ".join(f"{k}={v:.3g}" for k, v in self.terms.items())
+        l0 = " ".join(f"{k}={v:.2f}" for k, v in self.l0.items())
+        eta = time.strftime("%H:%M:%S", time.gmtime(max(self.eta_s, 0)))
+        width = len(str(self.steps))
+        return (
+            f"step {self.step:>{width}}/{self.steps} | {terms} | L0 {l0} | "
+            f"{self.steps_per_s:.1f} steps/s | ETA {eta}"
+        )
+
+
+class RateMeter:
+    """Steps per second over the recent window, for ETA."""
+
+    def __init__(self, start_step: int = 0):
+        self._t, self._step = time.perf_counter(), start_step
+
+    def update(self, step: int) -> float:
+        now = time.perf_counter()
+        rate = (step - self._step) / max(now - self._t, 1e-9)
+        self._t, self._step = now, step
+        return rate

@@ -1,0 +1,75 @@
+"""One SPD optimisation step as plain functions, shared by one process and by Ray workers."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from spd_core.component_model import CausalImportances, ComponentModel
+from spd_core.config import Config
+from spd_core.losses import LossContext, compute_losses, faithfulness_loss
+
+
+@dataclass
+class StepResult:
+    total: Tensor
+    terms: dict[str, Tensor]
+    ci: CausalImportances
+
+
+def autocast_context(config: Config, device: torch.device) -> contextlib.AbstractContextManager:
+    if not config.autocast_bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def step_loss(
+    model: ComponentModel,
+    batch: Tensor,
+    step: int,
+    config: Config,
+    generator: torch.Generator | None,
+    world_size: int = 1,
+) -> StepResult:
+    """Clean pass → causal importances → every configured loss term, for `step` of `config.steps`."""
+    with autocast_context(config, batch.device):
+        acts = model.prepare(batch)
+        ci = model.causal_importances(acts, config.sampling, generator)
+        ctx = LossContext(model, acts, ci, config, step / config.steps, generator, world_size)
+        total, terms = compute_losses(ctx)
+    return StepResult(total, terms, ci)
+
+
+def clip_gradients(model: ComponentModel, config: Config) -> None:
+    """Clip component and CI-function gradients separately when configured."""
+    if config.grad_clip_norm_components is not None:
+        torch.nn.utils.clip_grad_norm_(model.component_parameters(), config.grad_clip_norm_components)
+    if config.grad_clip_norm_ci_fns is not None:
+        torch.nn.utils.clip_grad_norm_(model.ci_parameters(), config.grad_clip_norm_ci_fns)
+
+
+def make_optimizer(model: ComponentModel, lr: float) -> torch.optim.Optimizer:
+    """Adam (AdamW with weight decay 0) over every U, V and CI-function parameter."""
+    params = model.component_parameters() + model.ci_parameters()
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+
+
+def faithfulness_warmup(model: ComponentModel, config: Config) -> float:
+    """Fit U, V to the target weights alone (no data) before the main loop; returns the final loss."""
+    if config.faithfulness_warmup_steps == 0:
+        return float("nan")
+    opt = torch.optim.AdamW(
+        model.component_parameters(),
+        lr=config.faithfulness_warmup_lr,
+        weight_decay=config.faithfulness_warmup_weight_decay,
+    )
+    loss = torch.tensor(float("nan"))
+    for _ in range(config.faithfulness_warmup_steps):
+        opt.zero_grad(set_to_none=True)
+        loss = faithfulness_loss(model.weight_deltas())
+        loss.backward()
+        opt.step()
+    return loss.item()

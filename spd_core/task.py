@@ -1,0 +1,56 @@
+"""What a decomposition runs on: a frozen target, a batch source, and how to rebuild the target."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from spd_core.config import Config, ConfigError
+
+BatchFn = Callable[[int, torch.Generator | None], Tensor]
+
+
+@dataclass
+class DecompositionTask:
+    """`batch_fn(batch_size, generator)` yields input batches on the target's device.
+
+    `target_spec` (JSON-able) says how to rebuild the target; `target_state`, when given, is stored
+    with the factors so the store is self-contained; `n_features` enables one-hot CI metrics.
+    """
+
+    target: nn.Module
+    batch_fn: BatchFn
+    target_spec: dict[str, Any]
+    target_state: dict[str, Tensor] | None = None
+    n_features: int | None = None
+
+
+def toy_task(config: Config, device: torch.device, cache_dir: Path | None = None) -> DecompositionTask:
+    """Train (or load from cache) the toy target named by `config.target`."""
+    from spd_core.targets.registry import load_toy_target, toy_target_spec
+
+    if config.target is None:
+        raise ConfigError("config has no `target`: name a toy target or pass a model from Python")
+    try:
+        spec = toy_target_spec(config.target.name, **config.target.overrides)
+    except ValueError as err:
+        raise ConfigError(f"target: {err}") from None
+    toy = load_toy_target(spec, cache_dir)
+    model = toy.model.to(device)
+    data = toy.data
+
+    def batch_fn(batch_size: int, generator: torch.Generator | None) -> Tensor:
+        return data.generate(batch_size, generator=generator, device=device)
+
+    return DecompositionTask(
+        target=model,
+        batch_fn=batch_fn,
+        target_spec={"kind": "toy", "name": config.target.name, "spec": spec.model_dump(mode="json")},
+        target_state={k: v.detach().cpu() for k, v in model.state_dict().items()},
+        n_features=spec.n_features,
+    )
