@@ -9,6 +9,7 @@ output layer; biases zero.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Literal
 
@@ -19,7 +20,9 @@ from torch.nn import functional as F
 CIFnType = Literal["mlp", "vector_mlp", "shared_mlp"]
 
 
-def _normal(shape: tuple[int, ...], fan_in: int, gain: float, gen: torch.Generator | None) -> Tensor:
+def _normal(
+    shape: tuple[int, ...], fan_in: int, gain: float, gen: torch.Generator | None
+) -> Tensor:
     return torch.randn(*shape, generator=gen) * (gain / math.sqrt(fan_in))
 
 
@@ -31,7 +34,7 @@ class ParallelMLP(nn.Module):
         dims = [d_in, *hidden, 1]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
-        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        for i, (a, b) in enumerate(itertools.pairwise(dims)):
             gain = 1.0 if i == len(dims) - 2 else math.sqrt(2.0)
             self.weights.append(nn.Parameter(_normal((C, a, b), a, gain, gen)))
             self.biases.append(nn.Parameter(torch.zeros(C, b)))
@@ -92,7 +95,7 @@ class SharedMLP(nn.Module):
         super().__init__()
         dims = [d_in, *hidden, C]
         self.layers = nn.ModuleList()
-        for i, (a, b) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        for i, (a, b) in enumerate(itertools.pairwise(dims)):
             layer = nn.Linear(a, b)
             gain = 1.0 if i == len(dims) - 2 else math.sqrt(2.0)
             with torch.no_grad():

@@ -57,7 +57,9 @@ class Components(nn.Module):
         self.V = nn.Parameter(
             torch.randn(C, self.d_in, generator=generator).to(dev) / math.sqrt(self.d_in)
         )
-        self.U = nn.Parameter(torch.randn(C, self.d_out, generator=generator).to(dev) / math.sqrt(C))
+        self.U = nn.Parameter(
+            torch.randn(C, self.d_out, generator=generator).to(dev) / math.sqrt(C)
+        )
 
     def component_weight(self) -> Tensor:
         """Σ_c u_c v_cᵀ, in the target weight's orientation."""

@@ -192,7 +192,9 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _check_ci_fn(self) -> Config:
         if self.ci_fn_type == "mlp" and not self.ci_fn_hidden_dims:
-            raise ValueError("ci_fn_type 'mlp' needs at least one hidden layer in ci_fn_hidden_dims")
+            raise ValueError(
+                "ci_fn_type 'mlp' needs at least one hidden layer in ci_fn_hidden_dims"
+            )
         return self
 
     @property
@@ -227,5 +229,7 @@ def load_config(path: str | Path) -> Config:
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of fields, got {type(data).__name__}")
+        raise ConfigError(
+            f"config file {path} must hold a mapping of fields, got {type(data).__name__}"
+        )
     return config_from_dict(data, source=str(path))

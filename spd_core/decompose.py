@@ -43,7 +43,11 @@ def build_component_model(config: Config, task: DecompositionTask) -> ComponentM
 
 
 def create_store(
-    path: str | Path, model: ComponentModel, config: Config, task: DecompositionTask, overwrite: bool
+    path: str | Path,
+    model: ComponentModel,
+    config: Config,
+    task: DecompositionTask,
+    overwrite: bool,
 ) -> StoreWriter:
     """An empty store (marked incomplete) laid out for the model's modules."""
     layouts = {}
@@ -103,8 +107,8 @@ def decompose(
         optimizer.step()
         done = step + 1
         if done % config.train_log_freq == 0 or done == config.steps:
-            terms = {k: float(v) for k, v in result.terms.items()}
-            terms["total"] = float(result.total)
+            terms = {k: float(v.detach()) for k, v in result.terms.items()}
+            terms["total"] = float(result.total.detach())
             l0 = ci_l0(result.ci.lower, config.ci_alive_threshold)
             rate = meter.update(done)
             if writer is not None:
@@ -117,7 +121,12 @@ def decompose(
                 progress(ProgressEvent(done, config.steps, terms, l0, rate, eta))
 
     metrics = evaluate(
-        model, config, task.batch_fn, generator(config.seed, "eval", device), config.steps, task.n_features
+        model,
+        config,
+        task.batch_fn,
+        generator(config.seed, "eval", device),
+        config.steps,
+        task.n_features,
     )
     metrics["faithfulness_warmup_loss"] = warmup_loss
     if writer is not None:

@@ -5,7 +5,9 @@ import torch
 STREAMS = {"init": 0, "data": 1, "masks": 2, "eval": 3}
 
 
-def generator(seed: int, stream: str, device: torch.device, rank: int = 0, world_size: int = 1) -> torch.Generator:
+def generator(
+    seed: int, stream: str, device: torch.device, rank: int = 0, world_size: int = 1
+) -> torch.Generator:
     """A generator for one stream; `init` ignores the rank so all ranks build the same model."""
     offset = 0 if stream == "init" else rank
     g = torch.Generator(device=device)

@@ -46,7 +46,9 @@ def step_loss(
 def clip_gradients(model: ComponentModel, config: Config) -> None:
     """Clip component and CI-function gradients separately when configured."""
     if config.grad_clip_norm_components is not None:
-        torch.nn.utils.clip_grad_norm_(model.component_parameters(), config.grad_clip_norm_components)
+        torch.nn.utils.clip_grad_norm_(
+            model.component_parameters(), config.grad_clip_norm_components
+        )
     if config.grad_clip_norm_ci_fns is not None:
         torch.nn.utils.clip_grad_norm_(model.ci_parameters(), config.grad_clip_norm_ci_fns)
 

@@ -30,9 +30,13 @@ class DecompositionTask:
     n_features: int | None = None
 
 
-def toy_task(config: Config, device: torch.device, cache_dir: Path | None = None) -> DecompositionTask:
+def toy_task(
+    config: Config, device: torch.device, cache_dir: Path | None = None
+) -> DecompositionTask:
     """Train (or load from cache) the toy target named by `config.target`."""
+    from spd_core.component_model import select_modules
     from spd_core.targets.registry import load_toy_target, toy_target_spec
+    from spd_core.targets.training import build_model
 
     if config.target is None:
         raise ConfigError("config has no `target`: name a toy target or pass a model from Python")
@@ -40,6 +44,7 @@ def toy_task(config: Config, device: torch.device, cache_dir: Path | None = None
         spec = toy_target_spec(config.target.name, **config.target.overrides)
     except ValueError as err:
         raise ConfigError(f"target: {err}") from None
+    select_modules(build_model(spec), config.module_info)  # fail on bad patterns before training
     toy = load_toy_target(spec, cache_dir)
     model = toy.model.to(device)
     data = toy.data
@@ -50,7 +55,11 @@ def toy_task(config: Config, device: torch.device, cache_dir: Path | None = None
     return DecompositionTask(
         target=model,
         batch_fn=batch_fn,
-        target_spec={"kind": "toy", "name": config.target.name, "spec": spec.model_dump(mode="json")},
+        target_spec={
+            "kind": "toy",
+            "name": config.target.name,
+            "spec": spec.model_dump(mode="json"),
+        },
         target_state={k: v.detach().cpu() for k, v in model.state_dict().items()},
         n_features=spec.n_features,
     )

@@ -16,7 +16,9 @@ def _init_sources(ctx: LossContext, cfg: _PGD) -> dict[str, Tensor]:
     width_extra = 1 if ctx.config.use_delta_component else 0
     sources = {}
     for name, g in ctx.ci.lower.items():
-        pos_shape = g.shape[:-1] if cfg.mask_scope == "unique_per_datapoint" else (1,) * (g.dim() - 1)
+        pos_shape = (
+            g.shape[:-1] if cfg.mask_scope == "unique_per_datapoint" else (1,) * (g.dim() - 1)
+        )
         shape = (*pos_shape, g.shape[-1] + width_extra)
         if cfg.init == "random":
             src = torch.rand(shape, generator=ctx.generator, device=g.device, dtype=g.dtype)

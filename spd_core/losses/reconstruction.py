@@ -20,12 +20,16 @@ def mean_divergence(ctx: LossContext, forwards: list[dict[str, ModuleMask]]) -> 
     count = 0
     target = ctx.acts.clean.output
     for masks in forwards:
-        s, n = divergence_sum(ctx.model.masked_forward(ctx.acts, masks), target, ctx.config.output_loss_type)
+        s, n = divergence_sum(
+            ctx.model.masked_forward(ctx.acts, masks), target, ctx.config.output_loss_type
+        )
         total, count = total + s, count + n
     return total / count  # type: ignore[operator]
 
 
-def route(ctx: LossContext, masks: dict[str, ModuleMask], routing: Routing) -> list[dict[str, ModuleMask]]:
+def route(
+    ctx: LossContext, masks: dict[str, ModuleMask], routing: Routing
+) -> list[dict[str, ModuleMask]]:
     """Turn one joint mask draw into the forwards a routing mode makes."""
     if routing == "all":
         return [masks]

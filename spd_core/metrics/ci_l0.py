@@ -5,9 +5,7 @@ from torch import Tensor
 
 def ci_l0(ci_lower: dict[str, Tensor], threshold: float) -> dict[str, float]:
     """Per module, mean over positions of #{c : g_c > threshold} (strict)."""
-    return {
-        name: (g > threshold).sum(-1).float().mean().item() for name, g in ci_lower.items()
-    }
+    return {name: (g > threshold).sum(-1).float().mean().item() for name, g in ci_lower.items()}
 
 
 def ever_important(ci_lower: dict[str, Tensor], threshold: float) -> dict[str, Tensor]:

@@ -1,0 +1,55 @@
+"""Rebuild a trained ComponentModel from a factor store (no training, no Ray)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from spd_core.component_model import ComponentModel
+from spd_core.config import Config, config_from_dict
+from spd_core.store import FactorStore, StoreError
+
+
+def target_from_store(store: FactorStore) -> nn.Module:
+    """The target model a store was made from; toy stores carry their own weights."""
+    spec = store.target_spec
+    if spec.get("kind") != "toy":
+        raise StoreError(
+            f"{store.path}: target kind {spec.get('kind')!r} is not self-contained; "
+            "load the target yourself and call load_component_model(store, target=...)"
+        )
+    from spd_core.targets.registry import ToyTargetSpec, toy_target_from_state
+
+    state = store.target_state()
+    if state is None:
+        raise StoreError(f"{store.path}: toy store has no target weights under target/")
+    tensors = {k: torch.from_numpy(v) for k, v in state.items()}
+    return toy_target_from_state(ToyTargetSpec(**spec["spec"]), tensors).model
+
+
+def load_component_model(
+    store: FactorStore | str | Path, target: nn.Module | None = None, device: str = "cpu"
+) -> tuple[ComponentModel, Config]:
+    """The decomposition in `store` as a ComponentModel with its learned U, V and CI functions."""
+    if not isinstance(store, FactorStore):
+        store = FactorStore.open(store)
+    config = config_from_dict(store.config, source=f"stored in {store.path}")
+    target = target if target is not None else target_from_store(store)
+    model = ComponentModel(
+        target,
+        config.module_info,
+        ci_fn_type=config.ci_fn_type,
+        ci_fn_hidden_dims=config.ci_fn_hidden_dims,
+        sigmoid_type=config.sigmoid_type,
+        output_attr=config.pretrained_model_output_attr,
+    )
+    with torch.no_grad():
+        for name in model.module_names:
+            comp = model.components_of(name)
+            comp.U.copy_(torch.from_numpy(store.U(name)))
+            comp.V.copy_(torch.from_numpy(store.V(name)))
+            params = {k: torch.from_numpy(v) for k, v in store.ci_fn_params(name).items()}
+            model.ci_fn_of(name).load_state_dict(params)
+    return model.to(device), config

@@ -1,0 +1,69 @@
+"""Schema-1 layout of a factor store: constants, paths and the per-module layout record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+SCHEMA_VERSION: Final = 1
+KINDS: Final = ("linear", "conv1d", "embedding")
+FACTOR_NAMES: Final = ("U", "V")
+FactorName = Literal["U", "V"]
+
+MODULES: Final = "modules"
+CI_FN: Final = "ci_fn"
+TARGET: Final = "target"
+TRAINING: Final = "training"
+STEP: Final = "step"
+RECORD_DIM: Final = "record"
+
+#: Root attributes the store owns; callers may not pass these as extra attrs.
+RESERVED_ATTRS: Final = frozenset(
+    {"spd_schema", "complete", "config", "target_spec", "code_version", "metrics"}
+)
+
+FACTOR_DIMS: Final = {"U": ("component", "d_out"), "V": ("component", "d_in")}
+FACTOR_DESCRIPTIONS: Final = {
+    "U": "row c is subcomponent c's output direction; W ≈ U^T V",
+    "V": "row c is subcomponent c's input direction; W ≈ U^T V",
+}
+
+
+@dataclass(frozen=True)
+class ModuleLayout:
+    """Shape of one decomposed module: C subcomponents of a d_out x d_in weight."""
+
+    kind: str
+    C: int
+    d_in: int
+    d_out: int
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        for field in ("C", "d_in", "d_out"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{field} must be a positive int, got {value!r}")
+
+    def factor_shape(self, name: FactorName) -> tuple[int, int]:
+        """Shape of factor U (C, d_out) or V (C, d_in)."""
+        return (self.C, self.d_out) if name == "U" else (self.C, self.d_in)
+
+    def to_attrs(self) -> dict[str, int | str]:
+        """Attributes written on the module's group."""
+        return {"kind": self.kind, "C": self.C, "d_in": self.d_in, "d_out": self.d_out}
+
+
+def module_group_path(module: str) -> str:
+    """Path of a module's group inside the store."""
+    return f"{MODULES}/{module}"
+
+
+def check_module_name(module: str) -> None:
+    """Reject module paths that cannot be a single group name."""
+    if not module or "/" in module or module in (".", "..") or module.startswith("__"):
+        raise ValueError(
+            f"module path {module!r} is not usable as a group name "
+            "(empty, contains '/', is '.'/'..', or starts with '__')"
+        )

@@ -1,0 +1,137 @@
+"""Named toy targets, trained once from their seed and cached by the hash of their spec."""
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from spd_core.targets.resid_mlp import ResidualMLP
+from spd_core.targets.sparse_features import SparseFeatures
+from spd_core.targets.spec import ToyTargetSpec
+from spd_core.targets.tms import TMSModel
+from spd_core.targets.training import build_model, train_toy_target, training_data
+from spd_core.targets.validation import TargetTrainingError, validate_target
+
+__all__ = [
+    "TOY_TARGETS",
+    "TargetTrainingError",
+    "ToyTarget",
+    "ToyTargetSpec",
+    "load_toy_target",
+    "toy_target_from_state",
+    "toy_target_spec",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _tms(n_features: int, n_hidden: int, identity: bool, **kw: Any) -> dict[str, Any]:
+    big = n_features == 40
+    return {
+        "kind": "tms",
+        "n_features": n_features,
+        "n_hidden": n_hidden,
+        "n_hidden_layers": int(identity),
+        "identity_hidden": identity,
+        "batch_size": 8192 if big else 1024,
+        "bias_init_zero": big,
+        **kw,
+    }
+
+
+def _resid(n_features: int, d_mlp: int, n_layers: int, steps: int, **kw: Any) -> dict[str, Any]:
+    return {
+        "kind": "resid_mlp",
+        "n_features": n_features,
+        "d_embed": 1000,
+        "d_mlp": d_mlp,
+        "n_layers": n_layers,
+        "train_steps": steps,
+        **kw,
+    }
+
+
+# Seed 0 unless noted: seeds were checked with `validate_target` at the full step count.
+TOY_TARGETS: dict[str, ToyTargetSpec] = {
+    name: ToyTargetSpec(**fields)
+    for name, fields in {
+        "tms-5-2": _tms(5, 2, identity=False),
+        "tms-40-10": _tms(40, 10, identity=False),
+        "tms-5-2-id": _tms(5, 2, identity=True),
+        "tms-40-10-id": _tms(40, 10, identity=True),
+        "resid-mlp-1": _resid(100, 50, 1, 1_000),
+        "resid-mlp-2": _resid(100, 25, 2, 1_000),
+        "resid-mlp-3": _resid(102, 17, 3, 10_000),
+    }.items()
+}
+
+
+def toy_target_spec(name: str, **overrides: Any) -> ToyTargetSpec:
+    """The spec of a named variant, with optional field overrides (validated)."""
+    if name not in TOY_TARGETS:
+        raise ValueError(f"unknown toy target {name!r}; known: {', '.join(TOY_TARGETS)}")
+    spec = TOY_TARGETS[name]
+    return ToyTargetSpec(**{**spec.model_dump(), **overrides}) if overrides else spec
+
+
+@dataclass
+class ToyTarget:
+    """A frozen trained toy target, the data SPD decomposes it on, and the spec it came from."""
+
+    model: TMSModel | ResidualMLP
+    data: SparseFeatures
+    spec: ToyTargetSpec
+
+
+def _frozen(spec: ToyTargetSpec, model: TMSModel | ResidualMLP) -> ToyTarget:
+    model.requires_grad_(False)
+    model.eval()
+    return ToyTarget(model=model, data=training_data(spec), spec=spec)
+
+
+def toy_target_from_state(spec: ToyTargetSpec, state_dict: Mapping[str, Tensor]) -> ToyTarget:
+    """Rebuild a target from stored weights (no training, no check)."""
+    model = build_model(spec)
+    model.load_state_dict(state_dict, strict=True)
+    return _frozen(spec, model)
+
+
+def default_cache_dir() -> Path:
+    """`$SPD_CACHE_DIR` or `~/.cache/spd`."""
+    return Path(os.environ.get("SPD_CACHE_DIR") or Path.home() / ".cache" / "spd")
+
+
+def cache_path(spec: ToyTargetSpec, cache_dir: Path | None = None) -> Path:
+    """Where the trained weights of `spec` are cached."""
+    root = cache_dir if cache_dir is not None else default_cache_dir()
+    return Path(root) / "targets" / f"{spec.kind}-{spec.cache_key()}.pt"
+
+
+def load_toy_target(
+    spec: ToyTargetSpec, cache_dir: Path | None = None, validate: bool = True
+) -> ToyTarget:
+    """The trained target of `spec`: from the cache, or trained from its seed and then cached.
+
+    With `validate` (default) the model must pass `validate_target`, else `TargetTrainingError`;
+    a freshly trained model that fails is not cached.
+    """
+    path = cache_path(spec, cache_dir)
+    if path.exists():
+        target = toy_target_from_state(spec, torch.load(path, weights_only=True))
+        if validate:
+            validate_target(target.model, spec.value_range, name=path.name)
+        return target
+    logger.info("training %s target, seed %d, %d steps", spec.kind, spec.seed, spec.train_steps)
+    model = train_toy_target(spec)
+    if validate:
+        validate_target(model, spec.value_range, name=f"{spec.kind} seed {spec.seed}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)
+    return _frozen(spec, model)

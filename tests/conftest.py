@@ -1,0 +1,29 @@
+"""Shared test setup: one torch thread, Ray environment defaults, small models."""
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+torch.set_num_threads(1)
+
+
+class TwoLayer(torch.nn.Module):
+    """x → ReLU(fc1 x + b1) → fc2, small enough to check by hand."""
+
+    def __init__(self, d_in: int = 3, d_hidden: int = 4, d_out: int = 2, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.fc1 = torch.nn.Linear(d_in, d_hidden)
+        self.fc2 = torch.nn.Linear(d_hidden, d_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+@pytest.fixture
+def two_layer() -> TwoLayer:
+    return TwoLayer()

@@ -1,0 +1,158 @@
+"""Component model identities: exact reconstruction with the delta, caching, routing, errors."""
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from spd_core.component_model import ComponentModel, ModuleSelectionError
+from spd_core.config import ModulePattern
+from spd_core.masks import ModuleMask
+
+
+class Conv1D(nn.Module):
+    """GPT-2 style linear: weight stored (d_in, d_out), y = x W + b."""
+
+    def __init__(self, nf: int, nx: int):
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.randn(nx, nf))
+        self.bias = nn.Parameter(torch.randn(nf))
+
+    def forward(self, x):
+        return x @ self.weight + self.bias
+
+
+class TinyLM(nn.Module):
+    def __init__(self, vocab: int = 11, d: int = 6):
+        super().__init__()
+        torch.manual_seed(0)
+        self.wte = nn.Embedding(vocab, d)
+        self.c_fc = Conv1D(8, d)
+        self.head = nn.Linear(8, vocab)
+
+    def forward(self, ids):
+        return self.head(torch.relu(self.c_fc(self.wte(ids))))
+
+
+def _all(C=4):
+    return [ModulePattern(module_pattern=p, C=C) for p in ("wte", "c_fc", "head")]
+
+
+def test_all_masks_one_with_full_delta_reproduces_target_exactly():
+    lm = TinyLM()
+    model = ComponentModel(lm, _all(), "mlp", [3])
+    ids = torch.randint(0, 11, (2, 5))
+    acts = model.prepare(ids)
+    masks = {n: ModuleMask(mask=None, delta_mask=torch.ones(2, 5)) for n in model.module_names}
+    out = model.masked_forward(acts, masks)
+    torch.testing.assert_close(out, lm(ids), atol=1e-5, rtol=1e-5)
+
+
+def test_full_delta_with_fresh_inputs_also_reproduces_target():
+    """Without the clean-input shortcut (downstream modules see recomputed inputs)."""
+    lm = TinyLM()
+    model = ComponentModel(lm, _all(), "mlp", [3])
+    ids = torch.randint(0, 11, (3, 4))
+    acts = model.prepare(ids)
+    rand = {n: ModuleMask(mask=torch.rand(3, 4, 4), delta_mask=torch.ones(3, 4)) for n in ["head"]}
+    rand["wte"] = ModuleMask(mask=None, delta_mask=torch.ones(3, 4))
+    torch.testing.assert_close(model.masked_forward(acts, rand)[..., :0], lm(ids)[..., :0])
+    full = {n: ModuleMask(delta_mask=torch.ones(3, 4)) for n in model.module_names}
+    torch.testing.assert_close(model.masked_forward(acts, full), lm(ids), atol=1e-5, rtol=1e-5)
+
+
+def test_sum_of_subcomponents_plus_delta_equals_weight():
+    lm = TinyLM()
+    model = ComponentModel(lm, _all(), "mlp", [3])
+    for name, w in [("wte", lm.wte.weight), ("c_fc", lm.c_fc.weight.T), ("head", lm.head.weight)]:
+        comp = model.components_of(name)
+        subcomponents = torch.einsum("co,ci->coi", comp.U, comp.V)  # (C, d_out, d_in)
+        summed = subcomponents.sum(0)
+        if comp.kind == "embedding":
+            summed = summed.T
+        torch.testing.assert_close(summed + comp.weight_delta(), w, atol=1e-6, rtol=1e-6)
+
+
+def test_component_forward_matches_rank_one_sum_with_mask():
+    lm = TinyLM()
+    model = ComponentModel(lm, [ModulePattern(module_pattern="head", C=3)], "mlp", [3])
+    comp = model.components_of("head")
+    x = torch.randn(5, 8)
+    mask = torch.tensor([1.0, 0.0, 0.5])
+    manual = sum(mask[c] * (x @ comp.V[c]).unsqueeze(-1) * comp.U[c] for c in range(3))
+    torch.testing.assert_close(comp(x, mask), manual + lm.head.bias, atol=1e-6, rtol=1e-6)
+
+
+def test_clean_pass_caches_true_inputs_including_token_ids():
+    lm = TinyLM()
+    model = ComponentModel(lm, _all(), "mlp", [3])
+    ids = torch.randint(0, 11, (2, 5))
+    clean = model.clean_pass(ids)
+    assert torch.equal(clean.inputs["wte"], ids)
+    torch.testing.assert_close(clean.inputs["c_fc"], lm.wte(ids))
+    assert clean.order == ["wte", "c_fc", "head"]
+    torch.testing.assert_close(clean.products["head"] + lm.head.bias, lm(ids))
+
+
+def test_routing_replaces_only_routed_positions():
+    lm = TinyLM()
+    model = ComponentModel(lm, [ModulePattern(module_pattern="head", C=3)], "mlp", [3])
+    ids = torch.randint(0, 11, (4, 2))
+    acts = model.prepare(ids)
+    routing = torch.tensor([[True, False]] * 4)
+    zeroed = {"head": ModuleMask(mask=torch.zeros(3), routing=routing)}
+    out = model.masked_forward(acts, zeroed)
+    torch.testing.assert_close(out[:, 0], lm.head.bias.expand(4, -1))
+    torch.testing.assert_close(out[:, 1], lm(ids)[:, 1])
+
+
+def test_masked_forward_leaves_target_untouched_afterwards():
+    lm = TinyLM()
+    model = ComponentModel(lm, _all(), "mlp", [3])
+    ids = torch.randint(0, 11, (2, 3))
+    before = lm(ids)
+    model.masked_forward(model.prepare(ids), {"head": ModuleMask(mask=torch.zeros(4))})
+    torch.testing.assert_close(lm(ids), before)
+    assert "forward" not in lm.head.__dict__
+
+
+def test_target_is_frozen_and_bias_never_trained():
+    lm = TinyLM()
+    model = ComponentModel(lm, _all(), "mlp", [3])
+    assert not any(p.requires_grad for p in lm.parameters())
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert all(n.startswith(("components.", "ci_fns.")) for n in trainable)
+    assert not any("bias" in n for n in trainable if n.startswith("components."))
+
+
+def test_pattern_matching_nothing_names_the_pattern():
+    with pytest.raises(ModuleSelectionError, match=re.escape("'mlp.*' matched nothing; modules include: wte")):
+        ComponentModel(TinyLM(), [ModulePattern(module_pattern="mlp.*", C=2)])
+
+
+def test_module_matched_twice_is_an_error():
+    patterns = [ModulePattern(module_pattern="head", C=2), ModulePattern(module_pattern="h*", C=3)]
+    with pytest.raises(ModuleSelectionError, match="more than one pattern"):
+        ComponentModel(TinyLM(), patterns)
+
+
+def test_unsupported_module_type_is_an_error():
+    model = nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2))
+    with pytest.raises(ModuleSelectionError, match="LayerNorm; SPD decomposes"):
+        ComponentModel(model, [ModulePattern(module_pattern="1", C=2)])
+
+
+def test_embedding_needs_mlp_ci_function():
+    with pytest.raises(ModuleSelectionError, match="embedding: it needs ci_fn_type 'mlp'"):
+        ComponentModel(TinyLM(), [ModulePattern(module_pattern="wte", C=2)], "vector_mlp")
+
+
+def test_init_scales():
+    lin = nn.Linear(400, 300)
+    model = ComponentModel(lin, [ModulePattern(module_pattern="", C=200)]) if False else None
+    wrapper = nn.Sequential(lin)
+    model = ComponentModel(wrapper, [ModulePattern(module_pattern="0", C=200)])
+    comp = model.components_of("0")
+    assert comp.V.std().item() == pytest.approx(1 / 400**0.5, rel=0.05)
+    assert comp.U.std().item() == pytest.approx(1 / 200**0.5, rel=0.05)

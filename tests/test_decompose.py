@@ -1,0 +1,114 @@
+"""End to end on one process: a toy preset decomposed into a store, read back, and the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from services.cli import main
+from spd_core.decompose import decompose
+from spd_core.evaluation import one_hot_ci
+from spd_core.loading import load_component_model
+from spd_core.presets import resolve_config
+from spd_core.store import FactorStore, StoreError
+from spd_core.task import toy_task
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("spd-cache")
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory, cache_dir):
+    config = resolve_config("tms-5-2").model_copy(update={"steps": 60, "train_log_freq": 20})
+    task = toy_task(config, torch.device("cpu"), cache_dir)
+    out = tmp_path_factory.mktemp("runs") / "tms.zarr"
+    events = []
+    result = decompose(config, task, out=out, progress=events.append)
+    return config, task, result, out, events
+
+
+def test_store_is_complete_and_holds_the_trained_factors(short_run):
+    _config, _, result, out, _ = short_run
+    store = FactorStore.open(out)
+    assert store.complete
+    assert set(store.modules) == {"linear1", "linear2"}
+    comp = result.model.components_of("linear1")
+    np.testing.assert_array_equal(store.U("linear1"), comp.U.detach().numpy())
+    np.testing.assert_array_equal(store.V("linear1"), comp.V.detach().numpy())
+    assert store.U("linear1").shape == (20, 2) and store.V("linear1").shape == (20, 5)
+    assert store.metrics["l0/linear1"] == pytest.approx(result.metrics["l0/linear1"])
+    assert store.config["steps"] == 60
+
+
+def test_store_reloads_to_the_same_model(short_run):
+    _, _, result, out, _ = short_run
+    model, _ = load_component_model(out)
+    ci_loaded = one_hot_ci(model, 5)
+    ci_trained = one_hot_ci(result.model, 5)
+    for name in ci_trained:
+        torch.testing.assert_close(ci_loaded[name], ci_trained[name])
+
+
+def test_curves_and_progress_are_recorded(short_run):
+    _, _, _, out, events = short_run
+    assert [e.step for e in events] == [20, 40, 60]
+    assert all(e.steps_per_s > 0 and "StochasticReconLoss" in e.terms for e in events)
+    curves = FactorStore.open(out).curves()
+    assert list(curves["step"]) == [20, 40, 60]
+    assert np.isfinite(curves["loss/total"]).all()
+
+
+def test_training_reduces_the_loss(short_run):
+    _, _, _, _, events = short_run
+    assert events[-1].terms["StochasticReconLoss"] < events[0].terms["StochasticReconLoss"]
+
+
+def test_interrupted_run_leaves_store_incomplete(tmp_path, cache_dir):
+    config = resolve_config("tms-5-2").model_copy(update={"steps": 50, "train_log_freq": 10})
+    task = toy_task(config, torch.device("cpu"), cache_dir)
+
+    def interrupt(event):
+        if event.step == 20:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        decompose(config, task, out=tmp_path / "cut.zarr", progress=interrupt)
+    with pytest.raises(StoreError, match="incomplete"):
+        FactorStore.open(tmp_path / "cut.zarr")
+
+
+def test_cli_decompose_and_refusal_to_overwrite(tmp_path, cache_dir, monkeypatch, capsys):
+    monkeypatch.setenv("SPD_CACHE_DIR", str(cache_dir))
+    out = tmp_path / "cli.zarr"
+    assert main(["decompose", "tms-5-2", "--out", str(out), "--steps", "10", "--seed", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "step 10/10" in printed and "steps/s" in printed and "ETA" in printed
+    assert FactorStore.open(out).config["seed"] == 3
+    assert main(["decompose", "tms-5-2", "--out", str(out), "--steps", "10"]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["no-such-preset"], "unknown preset 'no-such-preset'"),
+        (["tms-5-2", "--steps", "0"], "--steps must be positive"),
+    ],
+)
+def test_cli_bad_input_fails_before_work(tmp_path, capsys, args, message):
+    out = tmp_path / "x.zarr"
+    assert main(["decompose", *args, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_bad_config_names_the_field(tmp_path, capsys):
+    cfg = tmp_path / "bad.yaml"
+    data = resolve_config("tms-5-2").model_dump(mode="json")
+    data["module_info"] = [{"module_pattern": "linear9", "C": 4}]
+    cfg.write_text(json.dumps(data))  # JSON is valid YAML
+    assert main(["decompose", str(cfg), "--out", str(tmp_path / "y.zarr"), "--steps", "2"]) == 2
+    assert "'linear9' matched nothing" in capsys.readouterr().err
