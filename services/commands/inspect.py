@@ -63,9 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("store", metavar="STORE", help="path or URL of a .zarr factor store")
-    p.add_argument(
-        "--json", action="store_true", help="print one JSON object instead of the table"
-    )
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument(
         "--plot",
         metavar="DIR",
@@ -168,15 +166,25 @@ def format_table(summary: dict[str, Any]) -> str:
         )
         l0 = "n/a" if m["l0"] is None else f"{m['l0']:.4g}"
         rows.append(
-            [name, m["kind"], str(m["C"]), str(m["d_in"]), str(m["d_out"]),
-             _fmt(m["alive"]), l0, pattern]
+            [
+                name,
+                m["kind"],
+                str(m["C"]),
+                str(m["d_in"]),
+                str(m["d_out"]),
+                _fmt(m["alive"]),
+                l0,
+                pattern,
+            ]
         )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     left = {0, 1, 7}
 
     def line(cells: list[str]) -> str:
-        parts = [c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in
-                 enumerate(zip(cells, widths, strict=True))]
+        parts = [
+            c.ljust(w) if i in left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
         return "  ".join(parts).rstrip()
 
     lines.append(line(header))

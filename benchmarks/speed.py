@@ -1,0 +1,88 @@
+"""Steps/s of SPD on the presets next to a bare forward+backward of the target (the floor).
+
+    python benchmarks/speed.py tms-5-2-id resid-mlp-1 tms-40-10-id [--threads 1] [--steps 30]
+
+A step is what the training loop does: batch, clean pass, CI, every loss, backward, Adam.
+The floor is the target's own forward+backward at the same batch. The reference figures are the
+public implementation's, measured on this machine's CPU with one thread (issue #2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from spd_core.decompose import build_component_model
+from spd_core.presets import resolve_config
+from spd_core.seeding import generator
+from spd_core.step import make_optimizer, step_loss
+from spd_core.task import toy_task
+
+REFERENCE_STEPS_PER_S = {"tms-5-2-id": 20.6, "resid-mlp-1": 3.3, "tms-40-10-id": 0.75}
+
+
+def emit(name: str, value: float, unit: str) -> None:
+    print(json.dumps({"name": name, "value": round(value, 4), "unit": unit}), flush=True)
+
+
+def time_per_call(fn, n: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    start = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - start) / n
+
+
+def measure(preset: str, n: int, device: str) -> None:
+    config = resolve_config(preset)
+    dev = torch.device(device)
+    task = toy_task(config, dev)
+    model = build_component_model(config, task).to(dev)
+    opt = make_optimizer(model, config.lr_schedule.start_val)
+    data_gen, mask_gen = generator(0, "data", dev), generator(0, "masks", dev)
+    counter = iter(range(10**9))
+
+    def spd_step() -> None:
+        opt.zero_grad(set_to_none=True)
+        batch = task.batch_fn(config.batch_size, data_gen)
+        step_loss(model, batch, next(counter) % config.steps, config, mask_gen).total.backward()
+        opt.step()
+
+    x = task.batch_fn(config.batch_size, data_gen).requires_grad_(True)
+
+    def floor_step() -> None:
+        task.target(x).sum().backward()
+
+    step_s = time_per_call(spd_step, n)
+    task.target.requires_grad_(True)
+    floor_s = time_per_call(floor_step, max(n, 20))
+    task.target.requires_grad_(False)
+    emit(f"{preset}/step_time", step_s * 1000, "ms")
+    emit(f"{preset}/steps_per_s", 1 / step_s, "steps/s")
+    emit(f"{preset}/floor_time", floor_s * 1000, "ms")
+    emit(f"{preset}/step_over_floor", step_s / floor_s, "x")
+    if preset in REFERENCE_STEPS_PER_S:
+        emit(f"{preset}/speedup_vs_reference", (1 / step_s) / REFERENCE_STEPS_PER_S[preset], "x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("presets", nargs="+")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per preset")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    emit("torch_threads", torch.get_num_threads(), "threads")
+    for preset in args.presets:
+        measure(preset, args.steps, args.device)
+
+
+if __name__ == "__main__":
+    main()
