@@ -103,7 +103,7 @@ class Components(nn.Module):
         else:
             xw = self.target_product(x) if target_product is None else target_product
             md = delta_mask.unsqueeze(-1)
-            out = (h * (m - md)) @ self.U + md * xw
+            out = torch.addcmul((h * (m - md)) @ self.U, md, xw)
         if self.bias is not None:
             out = out + self.bias
         return out

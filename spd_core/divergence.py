@@ -12,7 +12,7 @@ def divergence_sum(pred: Tensor, target: Tensor, loss_type: OutputLossType) -> t
     """mse: Σ over every element, count = numel. kl: Σ_pos KL(softmax(target) ‖ softmax(pred)),
     count = number of positions (all but the last dim)."""
     if loss_type == "mse":
-        return ((pred.float() - target.float()) ** 2).sum(), pred.numel()
+        return F.mse_loss(pred.float(), target.float(), reduction="sum"), pred.numel()
     log_q = F.log_softmax(pred.float(), dim=-1)
     log_p = F.log_softmax(target.float(), dim=-1)
     kl = (log_p.exp() * (log_p - log_q)).sum()

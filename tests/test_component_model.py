@@ -1,4 +1,5 @@
 """Component model identities: exact reconstruction with the delta, caching, routing, errors."""
+
 import re
 
 import pytest
@@ -127,7 +128,9 @@ def test_target_is_frozen_and_bias_never_trained():
 
 
 def test_pattern_matching_nothing_names_the_pattern():
-    with pytest.raises(ModuleSelectionError, match=re.escape("'mlp.*' matched nothing; modules include: wte")):
+    with pytest.raises(
+        ModuleSelectionError, match=re.escape("'mlp.*' matched nothing; modules include: wte")
+    ):
         ComponentModel(TinyLM(), [ModulePattern(module_pattern="mlp.*", C=2)])
 
 
@@ -156,3 +159,20 @@ def test_init_scales():
     comp = model.components_of("0")
     assert comp.V.std().item() == pytest.approx(1 / 400**0.5, rel=0.05)
     assert comp.U.std().item() == pytest.approx(1 / 200**0.5, rel=0.05)
+
+
+def test_resume_from_cached_block_gives_the_same_masked_output():
+    """ResidualMLP skips the embedding in masked forwards; outputs equal the full forward."""
+    from spd_core.targets.resid_mlp import ResidualMLP
+
+    target = ResidualMLP(n_features=6, d_embed=8, d_mlp=3, n_layers=2)
+    patterns = [ModulePattern(module_pattern="layers.*.mlp_*", C=4)]
+    model = ComponentModel(target, patterns, "mlp", [3])
+    x = torch.randn(5, 6)
+    acts = model.prepare(x)
+    masks = {"layers.1.mlp_out": ModuleMask(mask=torch.rand(5, 4), delta_mask=torch.rand(5))}
+    resumed = model.masked_forward(acts, masks)
+    target.resume_from = lambda name, inputs: None  # instance attribute: force the full forward
+    full = model.masked_forward(acts, masks)
+    torch.testing.assert_close(resumed, full, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(full, target(x), atol=1e-3)  # the mask did change the output

@@ -18,12 +18,19 @@ from spd_core.targets.registry import (
 from spd_core.targets.resid_mlp import ResidualMLP
 from spd_core.targets.sparse_features import SparseFeatures
 from spd_core.targets.tms import TMSModel
-from spd_core.targets.training import lr_at, train_toy_target
+from spd_core.targets.training import init_linear_, lr_at, train_toy_target
 from spd_core.targets.validation import TargetTrainingError, validate_target
 
-torch.set_num_threads(1)
-
 SMALL_RESID = {"n_features": 12, "d_embed": 32, "d_mlp": 6, "train_steps": 30, "batch_size": 256}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Training here runs on one thread (shared CPUs, and bit-identical results need a fixed count)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -132,6 +139,14 @@ def test_cosine_lr_goes_to_zero() -> None:
 
 
 # --- training -------------------------------------------------------------------------------------
+
+
+def test_init_draws_from_the_generator_and_can_zero_the_bias() -> None:
+    a, b = nn.Linear(10, 4), nn.Linear(10, 4)
+    init_linear_(a, _gen(0))
+    init_linear_(b, _gen(0), zero_bias=True)
+    assert torch.equal(a.weight, b.weight) and a.weight.abs().max() <= 1 / math.sqrt(10)
+    assert torch.equal(b.bias, torch.zeros(4)) and a.bias.abs().min() > 0
 
 
 def test_training_is_deterministic_in_the_seed() -> None:
@@ -326,5 +341,5 @@ def test_resid_mlp_validation_passes_good_and_rejects_unlearnt_feature() -> None
     assert check.summary["max_loss_ratio"] < 1e-8
     with torch.no_grad():
         model.layers[0].mlp_in.weight[4] = 0  # the neuron of feature 4
-    with pytest.raises(TargetTrainingError, match=r"1 feature\(s\).*\(4, 1\.0\)"):
+    with pytest.raises(TargetTrainingError, match=r"1 feature\(s\) not learnt.*\(4, 1\.0, 1\.0\)"):
         validate_target(model, (-1.0, 1.0))

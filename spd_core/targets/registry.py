@@ -30,16 +30,14 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def _tms(n_features: int, n_hidden: int, identity: bool, **kw: Any) -> dict[str, Any]:
-    big = n_features == 40
+def _tms(n_features: int, n_hidden: int, identity: bool, batch: int, **kw: Any) -> dict[str, Any]:
     return {
         "kind": "tms",
         "n_features": n_features,
         "n_hidden": n_hidden,
         "n_hidden_layers": int(identity),
         "identity_hidden": identity,
-        "batch_size": 8192 if big else 1024,
-        "bias_init_zero": big,
+        "batch_size": batch,
         **kw,
     }
 
@@ -56,14 +54,15 @@ def _resid(n_features: int, d_mlp: int, n_layers: int, steps: int, **kw: Any) ->
     }
 
 
-# Seed 0 unless noted: seeds were checked with `validate_target` at the full step count.
+# Every variant passes `validate_target` at its full step count with seed 0 (checked on CPU, one
+# thread). Seed matters: tms-5-2 with seed 1 drops 4 features and with seed 2 drops feature 0.
 TOY_TARGETS: dict[str, ToyTargetSpec] = {
     name: ToyTargetSpec(**fields)
     for name, fields in {
-        "tms-5-2": _tms(5, 2, identity=False),
-        "tms-40-10": _tms(40, 10, identity=False),
-        "tms-5-2-id": _tms(5, 2, identity=True),
-        "tms-40-10-id": _tms(40, 10, identity=True),
+        "tms-5-2": _tms(5, 2, identity=False, batch=1024),
+        "tms-40-10": _tms(40, 10, identity=False, batch=8192, bias_init_zero=True),
+        "tms-5-2-id": _tms(5, 2, identity=True, batch=1024),
+        "tms-40-10-id": _tms(40, 10, identity=True, batch=8192, bias_init_zero=True),
         "resid-mlp-1": _resid(100, 50, 1, 1_000),
         "resid-mlp-2": _resid(100, 25, 2, 1_000),
         "resid-mlp-3": _resid(102, 17, 3, 10_000),
@@ -122,7 +121,8 @@ def load_toy_target(
     """
     path = cache_path(spec, cache_dir)
     if path.exists():
-        target = toy_target_from_state(spec, torch.load(path, weights_only=True))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        target = toy_target_from_state(spec, state)
         if validate:
             validate_target(target.model, spec.value_range, name=path.name)
         return target

@@ -1,5 +1,7 @@
 """Residual MLP target: r = x W_E; r += mlp_out(ReLU(mlp_in(r))) per layer; y = r W_U (§7.3)."""
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -56,3 +58,13 @@ class ResidualMLP(nn.Module):
         for block in self.layers[layer:]:
             resid = resid + block(resid)
         return resid @ self.W_U
+
+    def resume_from(self, module_name: str, clean_inputs: Mapping[str, Tensor]) -> Tensor | None:
+        """Forward from the block holding `module_name`, starting at that block's clean residual
+        stream (the cached input of its `mlp_in`); None when that input was not cached. Lets a
+        masked forward skip recomputing the embedding and earlier blocks."""
+        parts = module_name.split(".")
+        if len(parts) < 2 or parts[0] != "layers" or not parts[1].isdigit():
+            return None
+        resid = clean_inputs.get(f"layers.{parts[1]}.mlp_in")
+        return None if resid is None else self.forward_from_layer(int(parts[1]), resid)

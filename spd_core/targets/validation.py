@@ -15,12 +15,14 @@ from torch import Tensor
 from spd_core.targets.resid_mlp import ResidualMLP
 from spd_core.targets.tms import TMSModel
 
-# Observed on the named variants (trained, seed as registered): column norms ~1 and relative
-# single-feature errors < 0.1 when every feature is learnt; a dropped feature has norm < 0.15 and
-# relative error ~1. See the module tests and the registry for the seeds.
+# Thresholds from the named variants at full length (5-2: seeds 0-2, rest seed 0). TMS: a learnt feature
+# has W1 column norm 1.11-1.14 and relative error <= 0.11; a dropped one norm <= 0.13 and error 1.0.
+# ResidualMLP (1-3 layers, seed 0): learnt features have own-output ratio <= 0.27 and all-output ratio
+# <= 0.51; a feature the MLP ignores has ~1.0 and ~1.2 (embedding interference included).
 TMS_MIN_COLUMN_NORM = 0.5
 TMS_MAX_RELATIVE_RECON_ERROR = 0.3
-RESID_MLP_MAX_LOSS_RATIO = 0.5
+RESID_MLP_MAX_OWN_LOSS_RATIO = 0.5
+RESID_MLP_MAX_LOSS_RATIO = 0.75
 _N_GRID = 32
 
 
@@ -81,27 +83,45 @@ def check_tms(model: TMSModel, value_range: tuple[float, float] = (0.0, 1.0)) ->
 def check_resid_mlp(
     model: ResidualMLP, value_range: tuple[float, float] = (-1.0, 1.0)
 ) -> TargetCheck:
-    """Per feature (active alone): loss of the model / loss of ŷ = x, on labels ReLU(x) + x."""
+    """Per feature i active alone, on labels ReLU(x) + x, model loss / loss of ŷ = x: on output i
+    (`own_loss_ratio`, is ReLU(x_i) computed?) and on all outputs (`loss_ratio`, interference
+    from the embedding and other features' neurons included)."""
     x, _ = _one_hot_grid(model.n_features, *value_range)
     labels = F.relu(x) + x
-    loss = (model(x) - labels).pow(2).sum(dim=(1, 2))
-    trivial = (x - labels).pow(2).sum(dim=(1, 2))
-    ratio = loss / trivial
-    bad = [i for i in range(model.n_features) if ratio[i] >= RESID_MLP_MAX_LOSS_RATIO]
+    idx = torch.arange(model.n_features)
+    sq_err = (model(x) - labels).pow(2)
+    trivial = (x - labels).pow(2)[idx, :, idx].sum(dim=1)
+    own = sq_err[idx, :, idx].sum(dim=1) / trivial
+    full = sq_err.sum(dim=(1, 2)) / trivial
+    bad = [
+        i
+        for i in range(model.n_features)
+        if own[i] >= RESID_MLP_MAX_OWN_LOSS_RATIO or full[i] >= RESID_MLP_MAX_LOSS_RATIO
+    ]
     message = "every feature's loss well below learning nothing"
     if bad:
-        worst = sorted(bad, key=lambda i: -ratio[i].item())[:10]
+        worst = sorted(bad, key=lambda i: -own[i].item())[:10]
         message = (
-            f"ResidualMLP target: {len(bad)} feature(s) with loss / trivial-loss >= "
-            f"{RESID_MLP_MAX_LOSS_RATIO}, worst {[(i, round(ratio[i].item(), 3)) for i in worst]}; "
+            f"ResidualMLP target: {len(bad)} feature(s) not learnt; worst (feature, own-output "
+            f"loss ratio, all-output loss ratio) {[_fmt(i, own[i], full[i]) for i in worst]}, "
+            f"need < {RESID_MLP_MAX_OWN_LOSS_RATIO} and < {RESID_MLP_MAX_LOSS_RATIO}; "
             "train longer or with another seed"
         )
     return TargetCheck(
-        per_feature={"loss_ratio": ratio.tolist()},
-        summary={"max_loss_ratio": ratio.max().item(), "mean_loss_ratio": ratio.mean().item()},
+        per_feature={"own_loss_ratio": own.tolist(), "loss_ratio": full.tolist()},
+        summary={
+            "max_own_loss_ratio": own.max().item(),
+            "mean_own_loss_ratio": own.mean().item(),
+            "max_loss_ratio": full.max().item(),
+            "mean_loss_ratio": full.mean().item(),
+        },
         ok=not bad,
         message=message,
     )
+
+
+def _fmt(i: int, *ratios: Tensor) -> tuple[int | float, ...]:
+    return (i, *(round(r.item(), 3) for r in ratios))
 
 
 def check_target(model: TMSModel | ResidualMLP, value_range: tuple[float, float]) -> TargetCheck:
