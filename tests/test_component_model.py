@@ -153,7 +153,6 @@ def test_embedding_needs_mlp_ci_function():
 
 def test_init_scales():
     lin = nn.Linear(400, 300)
-    model = ComponentModel(lin, [ModulePattern(module_pattern="", C=200)]) if False else None
     wrapper = nn.Sequential(lin)
     model = ComponentModel(wrapper, [ModulePattern(module_pattern="0", C=200)])
     comp = model.components_of("0")

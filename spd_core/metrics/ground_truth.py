@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 
@@ -34,5 +33,3 @@ def n_significant_subcomponents(U: Tensor, V: Tensor, rel_tol: float = 0.1) -> i
     norms = U.norm(dim=-1) * V.norm(dim=-1)
     return int((norms > rel_tol * norms.max()).sum().item()) if norms.numel() else 0
 
-
-__all__ = ["mmcs_ml2r", "n_significant_subcomponents", "subcomponent_columns", "torch"]
