@@ -32,4 +32,3 @@ def n_significant_subcomponents(U: Tensor, V: Tensor, rel_tol: float = 0.1) -> i
     """Subcomponents whose rank-one weight norm ‖u_c‖‖v_c‖ exceeds rel_tol × the largest."""
     norms = U.norm(dim=-1) * V.norm(dim=-1)
     return int((norms > rel_tol * norms.max()).sum().item()) if norms.numel() else 0
-
