@@ -20,7 +20,8 @@ def target_from_store(store: FactorStore) -> nn.Module:
             f"{store.path}: target kind {spec.get('kind')!r} is not self-contained; "
             "load the target yourself and call load_component_model(store, target=...)"
         )
-    from spd_core.targets.registry import ToyTargetSpec, toy_target_from_state
+    from spd_core.targets.registry import toy_target_from_state
+    from spd_core.targets.spec import ToyTargetSpec
 
     state = store.target_state()
     if state is None:

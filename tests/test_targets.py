@@ -9,7 +9,6 @@ from torch import nn
 from spd_core.targets import registry
 from spd_core.targets.registry import (
     TOY_TARGETS,
-    ToyTargetSpec,
     cache_path,
     load_toy_target,
     toy_target_from_state,
@@ -17,6 +16,7 @@ from spd_core.targets.registry import (
 )
 from spd_core.targets.resid_mlp import ResidualMLP
 from spd_core.targets.sparse_features import SparseFeatures
+from spd_core.targets.spec import ToyTargetSpec
 from spd_core.targets.tms import TMSModel
 from spd_core.targets.training import init_linear_, lr_at, train_toy_target
 from spd_core.targets.validation import TargetTrainingError, validate_target

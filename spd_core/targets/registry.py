@@ -15,17 +15,7 @@ from spd_core.targets.sparse_features import SparseFeatures
 from spd_core.targets.spec import ToyTargetSpec
 from spd_core.targets.tms import TMSModel
 from spd_core.targets.training import build_model, train_toy_target, training_data
-from spd_core.targets.validation import TargetTrainingError, validate_target
-
-__all__ = [
-    "TOY_TARGETS",
-    "TargetTrainingError",
-    "ToyTarget",
-    "ToyTargetSpec",
-    "load_toy_target",
-    "toy_target_from_state",
-    "toy_target_spec",
-]
+from spd_core.targets.validation import validate_target
 
 logger = logging.getLogger(__name__)
 
