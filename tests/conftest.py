@@ -27,3 +27,22 @@ class TwoLayer(torch.nn.Module):
 @pytest.fixture
 def two_layer() -> TwoLayer:
     return TwoLayer()
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole test session (Train and Serve tests share it).
+
+    Logical CPUs exceed the machine's cores so that two Train workers, their controller and Serve
+    replicas can all be scheduled at once; the work itself is tiny.
+    """
+    import ray
+
+    ray.init(
+        num_cpus=8,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    yield ray
+    ray.shutdown()
