@@ -50,14 +50,15 @@ class ParallelMLP(nn.Module):
                 out = (h @ w.permute(1, 0, 2).reshape(self.d_in, -1)).unflatten(-1, w.shape[::2])
             elif i == 0 and self.d_in == 1:
                 out = h.unsqueeze(-1) * w[:, 0, :]
-            elif last and w.shape[-1] == 1:
-                out = (h * w[:, :, 0]).sum(-1, keepdim=True)
+            elif last:  # width-1 output: a dot product per component, (…, C) directly
+                return (h * w[:, :, 0]).sum(-1) + b[:, 0]
             else:
                 out = torch.einsum("...ci,cio->...co", h, w)
             h = out + b
             if not last:
                 h = F.gelu(h)
-        return h.squeeze(-1)
+        # no hidden layer: (…, C, 1); a copy, because FSDP must not see a view as the output
+        return h.squeeze(-1).clone()
 
 
 class PerComponentMLP(nn.Module):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -13,13 +12,12 @@ from spd_core import __version__
 from spd_core.component_model import ComponentModel
 from spd_core.config import Config
 from spd_core.evaluation import evaluate
-from spd_core.metrics.ci_l0 import ci_l0
-from spd_core.progress import ProgressEvent, RateMeter
-from spd_core.schedule import scheduled_value
+from spd_core.progress import ProgressEvent, RateMeter, progress_event
 from spd_core.seeding import generator
-from spd_core.step import clip_gradients, faithfulness_warmup, make_optimizer, step_loss
+from spd_core.step import faithfulness_warmup, make_optimizer
 from spd_core.store import ModuleLayout, StoreWriter
 from spd_core.task import DecompositionTask
+from spd_core.training_loop import LogRecord, TrainingState, new_generators, run_steps
 
 
 @dataclass
@@ -48,8 +46,10 @@ def create_store(
     config: Config,
     task: DecompositionTask,
     overwrite: bool,
+    chunk_c: dict[str, int] | None = None,
 ) -> StoreWriter:
-    """An empty store (marked incomplete) laid out for the model's modules."""
+    """An empty store (marked incomplete) laid out for the model's modules; `chunk_c` gives the
+    rows per chunk of each module (default: one chunk)."""
     layouts = {}
     for name in model.module_names:
         comp = model.components_of(name)
@@ -60,8 +60,17 @@ def create_store(
         config=config.model_dump(mode="json"),
         target_spec=task.target_spec,
         overwrite=overwrite,
+        chunk_c=chunk_c,
         code_version=__version__,
     )
+
+
+def curve_values(record: LogRecord) -> dict[str, float]:
+    """One record of the store's training curves: loss terms, L0 per module, learning rate."""
+    values = {f"loss/{k}": v for k, v in record.terms.items()}
+    values.update({f"l0/{k}": v for k, v in record.l0.items()})
+    values["lr"] = record.lr
+    return values
 
 
 def write_model(writer: StoreWriter, model: ComponentModel, task: DecompositionTask) -> None:
@@ -89,37 +98,19 @@ def decompose(
     device = torch.device(device)
     model = build_component_model(config, task).to(device)
     writer = create_store(out, model, config, task, overwrite) if out is not None else None
-    data_gen = generator(config.seed, "data", device)
-    mask_gen = generator(config.seed, "masks", device)
-
     warmup_loss = faithfulness_warmup(model, config)
+    data_gen, mask_gen = new_generators(config, device)
     optimizer = make_optimizer(model, config.lr_schedule.start_val)
+    state = TrainingState(model, optimizer, data_gen, mask_gen)
     meter = RateMeter()
-    for step in range(config.steps):
-        lr = scheduled_value(step, config.steps, config.lr_schedule)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.zero_grad(set_to_none=True)
-        batch = task.batch_fn(config.batch_size, data_gen)
-        result = step_loss(model, batch, step, config, mask_gen)
-        result.total.backward()
-        clip_gradients(model, config)
-        optimizer.step()
-        done = step + 1
-        if done % config.train_log_freq == 0 or done == config.steps:
-            terms = {k: float(v.detach()) for k, v in result.terms.items()}
-            terms["total"] = float(result.total.detach())
-            l0 = ci_l0(result.ci.lower, config.ci_alive_threshold)
-            rate = meter.update(done)
-            if writer is not None:
-                curves: dict[str, Any] = {f"loss/{k}": v for k, v in terms.items()}
-                curves.update({f"l0/{k}": v for k, v in l0.items()})
-                curves["lr"] = lr
-                writer.append_curves(done, curves)
-            if progress is not None:
-                eta = (config.steps - done) / rate if rate > 0 else float("inf")
-                progress(ProgressEvent(done, config.steps, terms, l0, rate, eta))
 
+    def on_log(record: LogRecord) -> None:
+        if writer is not None:
+            writer.append_curves(record.step, curve_values(record))
+        if progress is not None:
+            progress(progress_event(record, config.steps, meter.update(record.step)))
+
+    run_steps(state, config, task, on_log=on_log)
     metrics = evaluate(
         model,
         config,

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from spd_core.training_loop import LogRecord
 
 
 @dataclass
@@ -19,12 +24,22 @@ class ProgressEvent:
         """`step 100/1000 | loss/… | L0 … | 35.2 steps/s | ETA 0:00:26`."""
         terms = " ".join(f"{k}={v:.3g}" for k, v in self.terms.items())
         l0 = " ".join(f"{k}={v:.2f}" for k, v in self.l0.items())
-        eta = time.strftime("%H:%M:%S", time.gmtime(max(self.eta_s, 0)))
+        eta = (
+            time.strftime("%H:%M:%S", time.gmtime(max(self.eta_s, 0)))
+            if math.isfinite(self.eta_s)
+            else "--:--:--"
+        )
         width = len(str(self.steps))
         return (
             f"step {self.step:>{width}}/{self.steps} | {terms} | L0 {l0} | "
             f"{self.steps_per_s:.1f} steps/s | ETA {eta}"
         )
+
+
+def progress_event(record: LogRecord, steps: int, steps_per_s: float) -> ProgressEvent:
+    """The progress line's data for a logged step, with the ETA at the current rate."""
+    eta = (steps - record.step) / steps_per_s if steps_per_s > 0 else float("inf")
+    return ProgressEvent(record.step, steps, record.terms, record.l0, steps_per_s, eta)
 
 
 class RateMeter:

@@ -45,7 +45,23 @@ def toy_task(
     except ValueError as err:
         raise ConfigError(f"target: {err}") from None
     select_modules(build_model(spec), config.module_info)  # fail on bad patterns before training
-    toy = load_toy_target(spec, cache_dir)
+    return _toy_task(config.target.name, spec, load_toy_target(spec, cache_dir), device)
+
+
+def toy_task_from_state(
+    target_spec: dict[str, Any], state: dict[str, Tensor], device: torch.device
+) -> DecompositionTask:
+    """The task of `toy_task` rebuilt from its `target_spec` and trained weights (no training):
+    how distributed workers get exactly the target the driver trained."""
+    from spd_core.targets.registry import toy_target_from_state
+    from spd_core.targets.spec import ToyTargetSpec
+
+    spec = ToyTargetSpec.model_validate(target_spec["spec"])
+    toy = toy_target_from_state(spec, state)
+    return _toy_task(target_spec["name"], spec, toy, device)
+
+
+def _toy_task(name: str, spec: Any, toy: Any, device: torch.device) -> DecompositionTask:
     model = toy.model.to(device)
     data = toy.data
 
@@ -55,11 +71,7 @@ def toy_task(
     return DecompositionTask(
         target=model,
         batch_fn=batch_fn,
-        target_spec={
-            "kind": "toy",
-            "name": config.target.name,
-            "spec": spec.model_dump(mode="json"),
-        },
+        target_spec={"kind": "toy", "name": name, "spec": spec.model_dump(mode="json")},
         target_state={k: v.detach().cpu() for k, v in model.state_dict().items()},
         n_features=spec.n_features,
     )

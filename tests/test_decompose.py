@@ -83,11 +83,16 @@ def test_interrupted_run_leaves_store_incomplete(tmp_path, cache_dir):
 def test_cli_decompose_and_refusal_to_overwrite(tmp_path, cache_dir, monkeypatch, capsys):
     monkeypatch.setenv("SPD_CACHE_DIR", str(cache_dir))
     out = tmp_path / "cli.zarr"
-    assert main(["decompose", "tms-5-2", "--out", str(out), "--steps", "10", "--seed", "3"]) == 0
+    assert (
+        main(
+            ["decompose", "tms-5-2", "--out", str(out), "--steps", "10", "--seed", "3", "--no-ray"]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "step 10/10" in printed and "steps/s" in printed and "ETA" in printed
     assert FactorStore.open(out).config["seed"] == 3
-    assert main(["decompose", "tms-5-2", "--out", str(out), "--steps", "10"]) == 2
+    assert main(["decompose", "tms-5-2", "--out", str(out), "--steps", "10", "--no-ray"]) == 2
     assert "pass --overwrite" in capsys.readouterr().err
 
 

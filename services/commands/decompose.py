@@ -1,4 +1,4 @@
-"""`spd decompose PRESET|CONFIG --out STORE`: run a decomposition on this process."""
+"""`spd decompose PRESET|CONFIG --out STORE`: a Ray Train job by default, or one process."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 
 from spd_core.component_model import ModuleSelectionError
-from spd_core.config import ConfigError
+from spd_core.config import Config, ConfigError
 from spd_core.decompose import decompose
+from spd_core.parallel.sharding import STRATEGIES
 from spd_core.presets import preset_names, resolve_config
 from spd_core.progress import ProgressEvent
 from spd_core.store import FactorStore, StoreError
@@ -23,17 +24,59 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "decompose",
         help="decompose a target model (a preset or a YAML config) into a factor store",
         description="Train SPD components for a target and write them to a Zarr factor store. "
-        f"Presets: {', '.join(preset_names())}. The store is marked complete only when the run "
-        "finishes; an interrupted run leaves it incomplete.",
+        f"Presets: {', '.join(preset_names())}. By default the run is a Ray Train job on an "
+        "embedded local Ray (no cluster needed); --address joins a running cluster, --no-ray "
+        "runs in this process. The store is marked complete only when the run finishes; an "
+        "interrupted Ray run continues with --resume from its last checkpoint.",
     )
     p.add_argument("config", metavar="PRESET|CONFIG.yaml", help="preset name or YAML config path")
     p.add_argument("--out", required=True, metavar="STORE", help="path of the .zarr store to write")
     p.add_argument("--steps", type=int, help="override the number of optimisation steps")
     p.add_argument("--seed", type=int, help="override the seed (components, masks, data)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (Ray: one GPU per worker)")
+    p.add_argument("--threads", type=int, help="torch CPU threads per process")
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
+    ray_opts = p.add_argument_group("Ray Train")
+    ray_opts.add_argument("--workers", type=int, default=1, help="training workers (default 1)")
+    ray_opts.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="ddp",
+        help="ddp: every worker holds all components, gradients averaged; fsdp: each module's "
+        "components and CI function are sharded over the workers (default ddp)",
+    )
+    ray_opts.add_argument(
+        "--address",
+        help="Ray cluster to join (host:port, ray://host:port or auto; "
+        "default $RAY_ADDRESS, else an embedded local Ray)",
+    )
+    ray_opts.add_argument(
+        "--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per worker (default 1)"
+    )
+    ray_opts.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help="steps between checkpoints "
+        "(default: a tenth of the run); a failure loses at most this much work",
+    )
+    ray_opts.add_argument(
+        "--checkpoint-dir",
+        metavar="DIR",
+        help="where checkpoints go (default STORE.checkpoints; "
+        "on a multi-node cluster use shared storage)",
+    )
+    ray_opts.add_argument(
+        "--max-failures", type=int, default=3, help="worker failures to recover from (default 3)"
+    )
+    ray_opts.add_argument(
+        "--resume", action="store_true", help="continue an unfinished run from its last checkpoint"
+    )
+    ray_opts.add_argument("--verbose", action="store_true", help="show Ray's and workers' logs")
+    ray_opts.add_argument(
+        "--no-ray", action="store_true", help="run in this process without Ray (one worker)"
+    )
 
 
 def _fail(message: str) -> int:
@@ -50,25 +93,79 @@ def run(args: argparse.Namespace) -> int:
         if updates.get("steps", 1) <= 0:
             return _fail("--steps must be positive")
         config = config.model_copy(update=updates)
-        if Path(args.out).exists() and not args.overwrite:
-            return _fail(_existing_store_message(args.out))
-        task = toy_task(config, torch.device(args.device))
-        print(f"decomposing {args.config} for {config.steps} steps into {args.out}", flush=True)
-        result = decompose(
-            config,
-            task,
-            out=args.out,
-            overwrite=args.overwrite,
-            device=args.device,
-            progress=None if args.quiet else _print_progress,
-        )
+        if args.no_ray:
+            return _run_here(args, config)
+        return _run_on_ray(args, config)
     except (ConfigError, ModuleSelectionError, StoreError, TargetTrainingError) as err:
         return _fail(str(err))
     except KeyboardInterrupt:
-        print(f"\ninterrupted: {args.out} is left marked incomplete", file=sys.stderr)
+        hint = "" if args.no_ray else "; continue it with --resume"
+        print(f"\ninterrupted: {args.out} is left marked incomplete{hint}", file=sys.stderr)
         return 130
-    print(f"done: {result.store_path}")
-    for key, value in sorted(result.metrics.items()):
+
+
+def _run_here(args: argparse.Namespace, config: Config) -> int:
+    if args.resume or args.workers != 1:
+        return _fail("--no-ray runs one process: --resume and --workers need Ray")
+    if Path(args.out).exists() and not args.overwrite:
+        return _fail(_existing_store_message(args.out))
+    task = toy_task(config, torch.device(args.device))
+    print(f"decomposing {args.config} for {config.steps} steps into {args.out}", flush=True)
+    result = decompose(
+        config,
+        task,
+        out=args.out,
+        overwrite=args.overwrite,
+        device=args.device,
+        progress=None if args.quiet else _print_progress,
+    )
+    return _summary(args.out, result.metrics)
+
+
+def _run_on_ray(args: argparse.Namespace, config: Config) -> int:
+    from services.train.cluster import ClusterError
+    from services.train.job import JobOptions, run_job
+
+    options = JobOptions(
+        workers=args.workers,
+        strategy=args.strategy,
+        address=args.address,
+        cpus_per_worker=args.cpus_per_worker,
+        use_gpu=args.device.startswith("cuda"),
+        threads=args.threads,
+        checkpoint_every=args.checkpoint_every,
+        checkpoint_dir=args.checkpoint_dir,
+        max_failures=args.max_failures,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        verbose=args.verbose,
+    )
+    task = toy_task(config, torch.device("cpu"))
+    verb = "resuming" if args.resume else "decomposing"
+    print(
+        f"{verb} {args.config} for {config.steps} steps into {args.out} "
+        f"({args.workers} worker{'s' if args.workers > 1 else ''}, {args.strategy}, Ray Train)",
+        flush=True,
+    )
+    try:
+        metrics = run_job(
+            config, task, args.out, options, progress=None if args.quiet else _print_progress
+        )
+    except ClusterError as err:
+        return _fail(str(err))
+    except Exception as err:  # a worker failed for good: say why, keep the store and checkpoints
+        if type(err).__module__.startswith("ray."):
+            return _fail(
+                f"the Ray job failed: {err}\n{args.out} is left incomplete; fix the cause and "
+                "continue with --resume"
+            )
+        raise
+    return _summary(args.out, metrics)
+
+
+def _summary(out: str, metrics: dict) -> int:
+    print(f"done: {out}")
+    for key, value in sorted(metrics.items()):
         print(f"  {key:40s} {value:.6g}" if isinstance(value, float) else f"  {key:40s} {value}")
     return 0
 

@@ -69,6 +69,15 @@ def append_record(
     step_arr[n] = int(step)
 
 
+def truncate_after(training: zarr.Group, step: int) -> int:
+    """Drop the records logged after `step` (work a resumed run redoes); returns how many."""
+    steps = np.asarray(training[STEP][:], dtype=np.int64)
+    keep = int(np.searchsorted(steps, step, side="right"))
+    if keep < steps.shape[0]:
+        training[STEP].resize((keep,))
+    return int(steps.shape[0] - keep)
+
+
 def read_curves(training: zarr.Group) -> dict[str, np.ndarray]:
     """``step`` and every curve, each cut/padded (NaN) to the number of records."""
     steps = np.asarray(training[STEP][:], dtype=np.int64)

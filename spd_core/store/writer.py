@@ -12,7 +12,12 @@ import zarr
 
 from spd_core.store.access import PathLike, guard, normalize, open_root
 from spd_core.store.convert import jsonable, to_numpy
-from spd_core.store.curves import append_record, create_step_array, curve_arrays
+from spd_core.store.curves import (
+    append_record,
+    create_step_array,
+    curve_arrays,
+    truncate_after,
+)
 from spd_core.store.errors import StoreError
 from spd_core.store.layout import (
     CI_FN,
@@ -278,6 +283,11 @@ class StoreWriter:
             if self._curves is None:
                 self._curves = curve_arrays(training)
             append_record(training, self._curves, step, values)
+
+    def truncate_curves(self, after_step: int) -> int:
+        """Forget curve records after `after_step` (a run resuming from a checkpoint there)."""
+        with guard(self.path, TRAINING):
+            return truncate_after(self._root[TRAINING], after_step)
 
     def update_metrics(self, metrics: Mapping[str, Any]) -> None:
         """Merge `metrics` into the root ``metrics`` attribute (NaN/inf stored as null)."""

@@ -1,0 +1,59 @@
+"""What each Ray Train worker runs: rebuild the task, then `spd_core.parallel.run_worker`."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+
+from spd_core.config import config_from_dict
+from spd_core.parallel import training_state
+from spd_core.parallel.worker import WorkerPlan, run_worker
+from spd_core.task import toy_task_from_state
+from spd_core.training_loop import LogRecord, TrainingState
+
+
+def train_loop_per_worker(job: dict[str, Any]) -> None:
+    """`job` is built by `services.train.job`: config, target, store path, strategy, cadence."""
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(job["threads"])
+    device = ray.train.torch.get_device()
+    config = config_from_dict(job["config"], source="the job's config")
+    task = toy_task_from_state(job["target_spec"], job["target_state"], device)
+    plan = WorkerPlan(
+        config=config,
+        store=job["store"],
+        strategy=job["strategy"],
+        rank=rank,
+        world_size=world,
+        device=device,
+        checkpoint_every=job["checkpoint_every"],
+    )
+    progress = job.get("progress")
+
+    def save_checkpoint(state: TrainingState) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            training_state.save(state, tmp, rank, world)
+            ray.train.report(
+                {"step": state.step, "restarts": state.restarts},
+                checkpoint=ray.train.Checkpoint.from_directory(tmp),
+            )
+
+    def on_log(record: LogRecord) -> None:
+        if progress is not None:
+            progress.put_nowait(asdict(record))
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        run_worker(plan, task, save_checkpoint=save_checkpoint, on_log=on_log)
+        return
+    with checkpoint.as_directory() as directory:
+        run_worker(
+            plan, task, resume_from=Path(directory), save_checkpoint=save_checkpoint, on_log=on_log
+        )

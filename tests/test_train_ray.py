@@ -1,0 +1,156 @@
+"""Decomposition as a Ray Train job on a real local Ray: DDP and FSDP equal one process, a killed
+worker is replaced and the run resumes exactly, `--resume` continues a failed run."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from services.train.job import JobOptions, run_job
+from spd_core.decompose import decompose
+from spd_core.presets import resolve_config
+from spd_core.store import FactorStore
+from spd_core.task import toy_task
+
+pytestmark = pytest.mark.ray
+
+# Deterministic objective (no random masks), so 1 and 2 workers optimise the same function.
+DETERMINISTIC = {
+    "loss_metric_configs": [
+        {"classname": "CIMaskedReconLoss", "coeff": 1.0},
+        {"classname": "ImportanceMinimalityLoss", "coeff": 3e-3, "pnorm": 1.0},
+    ],
+    "steps": 120,
+    "batch_size": 256,
+    "eval_batch_size": 256,
+    "train_log_freq": 10,
+}
+CHECKPOINT_EVERY = 20
+
+
+def _config():
+    data = resolve_config("tms-5-2").model_dump()
+    data.update(DETERMINISTIC)
+    return type(resolve_config("tms-5-2")).model_validate(data)
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    return toy_task(_config(), torch.device("cpu"), tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, task) -> Path:
+    out = tmp_path_factory.mktemp("single") / "one.zarr"
+    decompose(_config(), task, out=out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory, task, ray_session) -> dict[str, Path]:
+    """One uninterrupted 2-worker run per strategy."""
+    outs = {}
+    for strategy in ("ddp", "fsdp"):
+        out = tmp_path_factory.mktemp(strategy) / "two.zarr"
+        run_job(_config(), task, out, _options(strategy))
+        outs[strategy] = out
+    return outs
+
+
+def _options(strategy: str, **kw) -> JobOptions:
+    return JobOptions(
+        workers=2, strategy=strategy, checkpoint_every=CHECKPOINT_EVERY, cpus_per_worker=1, **kw
+    )
+
+
+def _params(path: Path) -> dict[str, np.ndarray]:
+    store = FactorStore.open(path)
+    out = {}
+    for module in store.modules:
+        out[f"{module}/U"] = store.U(module)
+        out[f"{module}/V"] = store.V(module)
+        for k, v in store.ci_fn_params(module).items():
+            out[f"{module}/ci/{k}"] = v
+    return out
+
+
+def _assert_same_params(a: Path, b: Path, atol: float) -> None:
+    pa, pb = _params(a), _params(b)
+    assert pa.keys() == pb.keys()
+    for key in pa:
+        np.testing.assert_allclose(pa[key], pb[key], rtol=0, atol=atol, err_msg=key)
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_workers_equal_one_process(strategy, two_workers, one_process):
+    _assert_same_params(two_workers[strategy], one_process, atol=1e-6)
+    store = FactorStore.open(two_workers[strategy])
+    assert store.metrics["workers"] == 2 and store.metrics["restarts"] == 0
+    steps = store.curves()["step"]
+    assert steps.tolist() == list(range(10, 121, 10))
+    # the store is chunked on shard boundaries: each worker wrote whole chunks of C=20 rows
+    factor = zarr.open_array(two_workers[strategy] / "modules" / "linear1" / "U", mode="r")
+    assert factor.chunks == (10, 2)  # (C/2 rows, d_out)
+
+
+def _train_worker_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if cmdline.startswith(b"ray::RayTrainWorker"):
+                pids.append(int(entry.name))
+    return pids
+
+
+class KillOneWorker:
+    """A progress callback that SIGKILLs one training worker once the run passes `at_step`."""
+
+    def __init__(self, at_step: int):
+        self.at_step = at_step
+        self.killed: int | None = None
+
+    def __call__(self, event) -> None:
+        if self.killed is None and event.step >= self.at_step:
+            pids = _train_worker_pids()
+            assert pids, "no Ray Train worker process found"
+            self.killed = max(pids)
+            os.kill(self.killed, signal.SIGKILL)
+
+
+def test_killed_worker_is_replaced_and_run_resumes_exactly(tmp_path, task, two_workers):
+    out = tmp_path / "killed.zarr"
+    killer = KillOneWorker(at_step=CHECKPOINT_EVERY + 10)
+    run_job(_config(), task, out, _options("fsdp", max_failures=2), progress=killer)
+    assert killer.killed is not None
+    store = FactorStore.open(out)  # complete
+    assert store.metrics["restarts"] == 1
+    steps = store.curves()["step"]
+    assert steps.tolist() == list(range(10, 121, 10))  # redone records replaced, not repeated
+    _assert_same_params(out, two_workers["fsdp"], atol=1e-6)
+    for key in ("mmcs/linear1", "ml2r/linear1"):
+        assert store.metrics[key] == pytest.approx(
+            FactorStore.open(two_workers["fsdp"]).metrics[key]
+        )
+
+
+def test_resume_continues_a_failed_run(tmp_path, task, two_workers):
+    out = tmp_path / "stopped.zarr"
+    with pytest.raises(Exception, match=r"(?i)fail|died|error"):
+        run_job(_config(), task, out, _options("ddp", max_failures=0), progress=KillOneWorker(30))
+    with pytest.raises(Exception, match="incomplete"):
+        FactorStore.open(out)
+    run_job(_config(), task, out, _options("ddp", resume=True))
+    store = FactorStore.open(out)
+    assert store.metrics["restarts"] == 1
+    assert store.curves()["step"].tolist() == list(range(10, 121, 10))
+    _assert_same_params(out, two_workers["ddp"], atol=1e-6)
