@@ -1,6 +1,7 @@
 """Decompose presets and print the paper's quality figures as JSON lines.
 
     python benchmarks/quality.py tms-5-2 tms-5-2-id --seeds 0 [--device cuda] [--out-dir runs/]
+    python benchmarks/quality.py tms-5-2 --workers 2 --strategy fsdp   # as a Ray Train job
 
 Each figure is one line {"name", "value", "unit"}; `check/...` lines are 1 when the issue's
 criterion holds (TMS: MMCS ≥ 0.999, 0.98 ≤ ML2R ≤ 1.04, identity/dense CI error 0, exactly
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,25 +43,43 @@ def checks(preset: str, metrics: dict[str, float], spec: dict) -> dict[str, bool
     return out
 
 
-def run(preset: str, seed: int, device: str, out_dir: Path | None, steps: int | None) -> bool:
+def run(preset: str, seed: int, args: argparse.Namespace) -> bool:
     config = resolve_config(preset)
-    update = {"seed": seed, **({"steps": steps} if steps else {})}
+    update = {"seed": seed, **({"steps": args.steps} if args.steps else {})}
     config = config.model_copy(update=update)
-    task = toy_task(config, torch.device(device))
-    out = out_dir / f"{preset}-seed{seed}.zarr" if out_dir else None
+    task = toy_task(config, torch.device(args.device))
     start = time.perf_counter()
-    result = decompose(config, task, out=out, overwrite=True, device=device)
+    if args.workers:
+        metrics = _run_on_ray(config, task, preset, seed, args)
+    else:
+        out = args.out_dir / f"{preset}-seed{seed}.zarr" if args.out_dir else None
+        metrics = decompose(config, task, out=out, overwrite=True, device=args.device).metrics
     elapsed = time.perf_counter() - start
-    tag = f"{preset}/seed{seed}"
+    tag = f"{preset}/seed{seed}" + (f"/{args.strategy}-{args.workers}w" if args.workers else "")
     emit(f"{tag}/wall_time", elapsed, "s")
     emit(f"{tag}/steps_per_s", config.steps / elapsed, "steps/s")
-    for key, value in sorted(result.metrics.items()):
+    for key, value in sorted(metrics.items()):
         emit(f"{tag}/{key}", float(value))
-    crit = checks(preset, result.metrics, task.target_spec["spec"])
+    crit = checks(preset, metrics, task.target_spec["spec"])
     for key, ok in crit.items():
         emit(f"{tag}/check/{key}", int(ok), "bool")
     emit(f"{tag}/check/all", int(all(crit.values())), "bool")
     return all(crit.values())
+
+
+def _run_on_ray(config, task, preset: str, seed: int, args: argparse.Namespace) -> dict:
+    from services.train.job import JobOptions, run_job
+
+    options = JobOptions(
+        workers=args.workers,
+        strategy=args.strategy,
+        threads=args.threads,
+        use_gpu=args.device.startswith("cuda"),
+        overwrite=True,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        root = args.out_dir or Path(tmp)
+        return run_job(config, task, root / f"{preset}-seed{seed}-{args.strategy}.zarr", options)
 
 
 def main() -> None:
@@ -74,10 +94,12 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out-dir", type=Path)
+    parser.add_argument("--workers", type=int, help="run as a Ray Train job with N workers")
+    parser.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for preset in args.presets:
-        passed = [run(preset, s, args.device, args.out_dir, args.steps) for s in args.seeds]
+        passed = [run(preset, s, args) for s in args.seeds]
         emit(f"{preset}/seeds_passing", sum(passed), f"of {len(passed)}")
 
 

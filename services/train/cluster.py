@@ -21,11 +21,11 @@ def connect(address: str | None, num_cpus: int | None = None, verbose: bool = Fa
     probed first, because `ray.init` waits minutes on an address where nothing listens.
     Worker logs reach this process only when `verbose`.
     """
-    if ray.is_initialized():
-        return False
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address is not None and address != "auto":
         check_reachable(address)
+    if ray.is_initialized():
+        return False
     try:
         if address is None:
             ray.init(

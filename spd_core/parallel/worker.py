@@ -19,6 +19,7 @@ from spd_core.decompose import build_component_model, curve_values
 from spd_core.evaluation import evaluate
 from spd_core.parallel import training_state
 from spd_core.parallel.gradients import average_gradients
+from spd_core.parallel.memory import component_state_bytes, max_over_ranks, peak_rss_bytes
 from spd_core.parallel.sharding import (
     Strategy,
     full_trainable_state,
@@ -81,7 +82,11 @@ def run_worker(
             if on_log is not None:
                 on_log(record)
 
+    memory: dict[str, int] = {}
+
     def after_step(s: TrainingState) -> None:
+        if not memory:  # after the first step, when gradients and Adam's moments exist
+            memory["component_state_bytes"] = component_state_bytes(model, optimizer)
         due = s.step % plan.checkpoint_every == 0 and s.step < config.steps
         if save_checkpoint is not None and due:
             save_checkpoint(s)
@@ -100,12 +105,14 @@ def run_worker(
         after_step=after_step,
     )
     _write_owned_rows(writer, model, rank, world)
+    memory["peak_rss_bytes"] = peak_rss_bytes()
+    memory = max_over_ranks(memory, world)
     full = full_trainable_state(model)
     if world > 1:
         dist.barrier()  # every rank's rows are in the store before rank 0 marks it complete
     if rank != 0:
         return None
-    return _finish_store(writer, plan, task, full, state)
+    return _finish_store(writer, plan, task, full, state, memory)
 
 
 def _write_owned_rows(writer: StoreWriter, model, rank: int, world: int) -> None:
@@ -122,6 +129,7 @@ def _finish_store(
     task: DecompositionTask,
     full: dict[str, torch.Tensor],
     state: TrainingState,
+    memory: dict[str, int],
 ) -> dict[str, float]:
     """Rank 0: rebuild the whole model, evaluate it, store CI functions, target and metrics."""
     config = plan.config
@@ -141,6 +149,7 @@ def _finish_store(
     metrics["faithfulness_warmup_loss"] = float(state.extra["faithfulness_warmup_loss"])
     metrics["restarts"] = state.restarts
     metrics["workers"] = plan.world_size
+    metrics.update({f"memory/{k}_per_worker": v for k, v in memory.items()})
     for name in model.module_names:
         params = {k: v.detach().cpu() for k, v in model.ci_fn_of(name).state_dict().items()}
         writer.write_ci_fn(name, params, model.ci_fn_type, model.ci_fn_hidden_dims)

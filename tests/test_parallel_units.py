@@ -1,0 +1,119 @@
+"""Pure pieces of distributed decomposition, on one process: shard arithmetic, exact save and
+restore of the training state, job-path checks and address probing."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+
+from services.train.cluster import ClusterError, check_reachable
+from services.train.job import JobOptions, _check_paths, default_checkpoint_every
+from spd_core.decompose import build_component_model, decompose
+from spd_core.parallel import training_state
+from spd_core.parallel.sharding import rows_per_shard, shard_rows
+from spd_core.presets import resolve_config
+from spd_core.progress import ProgressEvent
+from spd_core.step import make_optimizer
+from spd_core.store import StoreError
+from spd_core.task import toy_task
+from spd_core.training_loop import TrainingState, new_generators, run_steps
+
+
+@pytest.mark.parametrize(
+    ("C", "world", "expected"),
+    [
+        (20, 2, [(0, 10), (10, 20)]),
+        (5, 2, [(0, 3), (3, 5)]),
+        (7, 3, [(0, 3), (3, 6), (6, 7)]),
+        (1, 2, [(0, 1), (1, 1)]),
+    ],
+)
+def test_shard_rows_split_like_fsdp(C, world, expected):
+    assert [shard_rows(C, world, r) for r in range(world)] == expected
+    assert rows_per_shard(C, world) == expected[0][1]
+
+
+@pytest.fixture(scope="module")
+def tms(tmp_path_factory):
+    config = resolve_config("tms-5-2").model_copy(
+        update={"steps": 12, "batch_size": 64, "train_log_freq": 4}
+    )
+    return config, toy_task(config, torch.device("cpu"), tmp_path_factory.mktemp("cache"))
+
+
+def _state(config, task) -> TrainingState:
+    model = build_component_model(config, task)
+    data, masks = new_generators(config, torch.device("cpu"))
+    return TrainingState(model, make_optimizer(model, 1e-3), data, masks)
+
+
+def _params(state: TrainingState) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in state.model.state_dict().items()}
+
+
+def test_restored_state_continues_bitwise_like_the_uninterrupted_run(tms, tmp_path):
+    """Stochastic masks and data: only an exact restore of RNGs, Adam and step reproduces it."""
+    config, task = tms
+    straight = _state(config, task)
+    run_steps(straight, config, task)
+
+    saving = _state(config, task)
+    run_steps(saving, config, task, after_step=lambda s: _save_at(s, 6, tmp_path))
+    resumed = _state(config, task)  # fresh init, fresh generators: everything must come back
+    training_state.load(resumed, tmp_path, rank=0, world_size=1)
+    assert resumed.step == 6
+    run_steps(resumed, config, task)
+    for key, value in _params(straight).items():
+        assert torch.equal(value, _params(resumed)[key]), key
+
+
+def _save_at(state: TrainingState, step: int, directory) -> None:
+    if state.step == step:
+        training_state.save(state, directory, rank=0, world_size=1)
+
+
+def test_checkpoint_from_other_world_size_is_refused(tms, tmp_path):
+    config, task = tms
+    state = _state(config, task)
+    training_state.save(state, tmp_path, rank=0, world_size=2)
+    with pytest.raises(Exception, match="--workers 2"):
+        training_state.load(_state(config, task), tmp_path, rank=0, world_size=1)
+
+
+def test_default_checkpoint_every_is_a_tenth_on_log_boundaries(tms):
+    config, _ = tms
+    big = config.model_copy(update={"steps": 10_000, "train_log_freq": 100})
+    assert default_checkpoint_every(big) == 1000
+    tiny = config.model_copy(update={"steps": 12, "train_log_freq": 4})
+    assert default_checkpoint_every(tiny) == 4
+
+
+def test_existing_stores_are_refused_with_the_way_out(tms, tmp_path):
+    config, task = tms
+    done = tmp_path / "done.zarr"
+    decompose(config, task, out=done)
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(StoreError, match=r"complete factor store.*--overwrite"):
+        _check_paths(done, ckpt, config, JobOptions())
+    with pytest.raises(StoreError, match="already complete"):
+        _check_paths(done, ckpt, config, JobOptions(resume=True))
+    with pytest.raises(StoreError, match="no store"):
+        _check_paths(tmp_path / "none.zarr", ckpt, config, JobOptions(resume=True))
+    _check_paths(done, ckpt, config, JobOptions(overwrite=True))  # allowed
+
+
+def test_unreachable_address_fails_fast():
+    with socket.socket() as s:  # a port nobody listens on: bind, then close
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ClusterError, match="nothing answers"):
+        check_reachable(f"127.0.0.1:{port}", timeout_s=2)
+    with pytest.raises(ClusterError, match="not host:port"):
+        check_reachable("just-a-name")
+
+
+def test_progress_line_before_any_rate():
+    line = ProgressEvent(10, 100, {"total": 1.0}, {"fc": 0.5}, 0.0, float("inf")).line()
+    assert "ETA --:--:--" in line and "step  10/100" in line
