@@ -86,7 +86,8 @@ class DecompositionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ComputeImportances(self, request, context):
-        """Causal importances of a batch of inputs, dense, top-k or above a threshold.
+        """Causal importances of a batch of inputs, dense, top-k or above a threshold. Concurrent calls
+        are answered by one batched forward; trailing metadata `spd-batch-requests` says how many.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
