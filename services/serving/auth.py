@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 from services.serving.errors import unauthenticated
 
+TOKEN_ENV = "SPD_SERVE_TOKEN"  # where servers read their token when none is passed
+
 
 def check_bearer(metadata: Iterable[tuple[str, str | bytes]], token: str | None) -> None:
     """Nothing when no token is configured or the call carries it; else UNAUTHENTICATED."""

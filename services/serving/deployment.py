@@ -19,7 +19,7 @@ from ray import serve
 from ray.serve.grpc_util import RayServegRPCContext
 
 from services.generated.spd.v1 import decomposition_service_pb2 as pb
-from services.serving.auth import check_bearer
+from services.serving.auth import TOKEN_ENV, check_bearer
 from services.serving.catalog import Catalog
 from services.serving.errors import RequestError
 from services.serving.handlers import ImportanceJob, QueryHandlers
@@ -27,7 +27,6 @@ from services.serving.limits import Limits
 
 logger = logging.getLogger("ray.serve")
 Response = TypeVar("Response")
-TOKEN_ENV = "SPD_SERVE_TOKEN"
 BATCH_METADATA = "spd-batch-requests"  # trailing metadata: requests answered by the same forward
 
 
