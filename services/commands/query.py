@@ -1,0 +1,215 @@
+"""`spd query ...`: ask a running `spd serve` about its decompositions; a table or --json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import numpy as np
+
+from services.client import Client
+from services.serving.tensor_codec import DTYPES
+
+DESCRIPTION = """\
+Query a running `spd serve` (gRPC) and print a table, or JSON with --json.
+
+  list                               served decompositions
+  describe NAME                      modules, C, shapes, training metrics
+  importances NAME INPUTS            causal importances (dense, --top-k K or --threshold T)
+  ablate NAME INPUTS --mode MODE     outputs under masks, with the divergence from the target
+  components NAME MODULE [-c 0,3]    rows of U and V
+
+INPUTS is a .npy file holding (N, *input_shape) or a JSON list such as '[[0,0.8,0,0,0]]';
+values are converted to the decomposition's input dtype.
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "query",
+        help="query a running spd serve (table or JSON)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--address", default="127.0.0.1:50051", help="HOST:PORT of the server")
+    p.add_argument("--token", help="bearer token, if the server requires one")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    q = p.add_subparsers(dest="query", required=True, metavar="QUERY")
+    q.add_parser("list", help="served decompositions")
+    q.add_parser("describe", help="one decomposition in full").add_argument("name")
+    imp = q.add_parser("importances", help="causal importances of inputs")
+    imp.add_argument("name")
+    imp.add_argument("inputs", help=".npy file or JSON list of inputs")
+    imp.add_argument("--top-k", type=int, help="only the k most important components per input")
+    imp.add_argument("--threshold", type=float, help="only importances above this value")
+    imp.add_argument("--kind", choices=["lower", "upper"], default="lower")
+    abl = q.add_parser("ablate", help="outputs with components masked")
+    abl.add_argument("name")
+    abl.add_argument("inputs", help=".npy file or JSON list of inputs")
+    abl.add_argument(
+        "--mode", required=True, choices=["keep", "ablate", "ci", "rounded_ci", "stochastic"]
+    )
+    abl.add_argument(
+        "--components",
+        action="append",
+        default=[],
+        metavar="MODULE:I,J",
+        help="keep/ablate these components of MODULE (repeatable)",
+    )
+    abl.add_argument("--modules", nargs="*", default=[], help="replaced modules (default all)")
+    abl.add_argument("--delta", action="store_true", help="add the delta component")
+    abl.add_argument("--samples", type=int, default=1, help="stochastic mask samples")
+    abl.add_argument("--seed", type=int, default=0)
+    abl.add_argument("--rounding-threshold", type=float, default=0.0)
+    abl.add_argument("--divergence", choices=["mse", "kl"])
+    comp = q.add_parser("components", help="rows of U and V")
+    comp.add_argument("name")
+    comp.add_argument("module")
+    comp.add_argument("-c", "--components", default="", help="comma-separated indices (all)")
+
+
+def _indices(text: str) -> list[int]:
+    return [int(i) for i in text.split(",") if i.strip()]
+
+
+def _load_inputs(text: str, dtype: np.dtype) -> np.ndarray:
+    if text.endswith(".npy"):
+        return np.load(text).astype(dtype)
+    return np.asarray(json.loads(text), dtype=dtype)
+
+
+def _row(values: np.ndarray) -> str:
+    return " ".join(f"{v:.3f}" for v in np.asarray(values).reshape(-1))
+
+
+def _decomposition(d: Any) -> dict[str, Any]:
+    return {
+        "name": d.name,
+        "target": d.target,
+        "store_path": d.store_path,
+        "input_shape": list(d.input_shape),
+        "output_shape": list(d.output_shape),
+        "output_loss_type": d.output_loss_type,
+        "modules": [
+            {
+                "name": m.name,
+                "kind": m.kind,
+                "C": m.c,
+                "d_in": m.d_in,
+                "d_out": m.d_out,
+                "alive": m.alive,
+                "l0": None if np.isnan(m.l0) else m.l0,
+            }
+            for m in d.modules
+        ],
+        "metrics": dict(sorted(d.metrics.items())),
+    }
+
+
+def _run_query(client: Client, args: argparse.Namespace) -> tuple[Any, list[str]]:
+    """(JSON-able result, table lines)."""
+    if args.query == "list":
+        found = [_decomposition(d) for d in client.list_decompositions()]
+        lines = [
+            f"{d['name']}  target {d['target']}  input {d['input_shape']}  modules "
+            + ", ".join(f"{m['name']} (C={m['C']})" for m in d["modules"])
+            for d in found
+        ]
+        return found, lines
+    if args.query == "describe":
+        d = _decomposition(client.get_decomposition(args.name))
+        lines = [
+            f"{d['name']}  target {d['target']}  store {d['store_path']}",
+            f"input {d['input_shape']} -> output {d['output_shape']}  ({d['output_loss_type']})",
+            "module  kind  C  d_in  d_out  alive  L0",
+        ]
+        lines += [
+            f"{m['name']}  {m['kind']}  {m['C']}  {m['d_in']}  {m['d_out']}  {m['alive']}  "
+            f"{m['l0']}"
+            for m in d["modules"]
+        ]
+        lines += [f"  {k}  {v:.6g}" for k, v in d["metrics"].items()]
+        return d, lines
+    if args.query == "components":
+        got = client.get_components(args.name, args.module, _indices(args.components))
+        result = {"components": got.indices.tolist(), "u": got.u.tolist(), "v": got.v.tolist()}
+        lines = [
+            f"component {c}\n  u {_row(u)}\n  v {_row(v)}"
+            for c, u, v in zip(got.indices, got.u, got.v, strict=True)
+        ]
+        return result, lines
+    described = client.get_decomposition(args.name)
+    x = _load_inputs(args.inputs, DTYPES[described.input_dtype])
+    if args.query == "importances":
+        found = client.compute_importances(args.name, x, args.top_k, args.threshold, args.kind)
+        result = {
+            m: {
+                "values": i.values.tolist(),
+                "indices": None if i.indices is None else i.indices.tolist(),
+            }
+            for m, i in found.items()
+        }
+        lines = []
+        for module, imp in found.items():
+            lines.append(f"{module}")
+            if imp.indices is None:
+                lines += [f"  input {n}: {_row(v)}" for n, v in enumerate(imp.values)]
+            elif args.top_k is not None:
+                lines += [
+                    f"  input {n}: "
+                    + " ".join(f"c{c}={v:.3f}" for c, v in zip(cs, vs, strict=True))
+                    for n, (cs, vs) in enumerate(zip(imp.indices, imp.values, strict=True))
+                ]
+            else:
+                lines += [
+                    f"  input {n} c{c}: {v:.3f}"
+                    for (n, c), v in zip(imp.indices, imp.values, strict=True)
+                ]
+        return result, lines
+    components = {}
+    for spec in args.components:
+        module, _, idx = spec.rpartition(":")
+        components[module] = _indices(idx)
+    got = client.ablate(
+        args.name,
+        x,
+        args.mode,
+        components,
+        args.modules,
+        args.delta,
+        args.samples,
+        args.seed,
+        args.rounding_threshold,
+        args.divergence,
+    )
+    result = {
+        "outputs": got.outputs.tolist(),
+        "target_output": got.target_output.tolist(),
+        "divergence": got.divergence.tolist(),
+        "divergence_type": got.divergence_type,
+    }
+    lines = [f"divergence ({got.divergence_type}) per sample and input"]
+    lines += [f"  sample {s}: {_row(d)}" for s, d in enumerate(got.divergence)]
+    lines += [
+        f"input {n}\n  target {_row(t)}\n  masked {_row(got.outputs[0, n])}"
+        for n, t in enumerate(got.target_output)
+    ]
+    return result, lines
+
+
+def run(args: argparse.Namespace) -> int:
+    import grpc
+
+    try:
+        with Client(args.address, token=args.token) as client:
+            result, lines = _run_query(client, args)
+    except grpc.RpcError as err:
+        print(f"spd query: error: {err.code().name}: {err.details()}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as err:
+        print(f"spd query: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2) if args.json else "\n".join(lines))
+    return 0

@@ -1,0 +1,86 @@
+"""`spd serve STORE...`: answer gRPC queries about factor stores with Ray Serve."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+from services.serving.auth import TOKEN_ENV
+from services.serving.catalog import Catalog, name_stores
+from spd_core.store import StoreError
+
+DESCRIPTION = """\
+Start Ray Serve with a gRPC proxy and one application, "spd", that answers
+spd.v1.DecompositionService (protos/spd/v1/) for the given stores. Each STORE is a path or URL,
+served under its file name without .zarr, or NAME=PATH to choose the name. Models are loaded on
+first use; each replica keeps --max-loaded of them. Concurrent ComputeImportances calls share
+one batched forward. Without --address a local Ray is started; Ctrl-C stops serving.
+The gRPC port binds all interfaces; use --token (or $SPD_SERVE_TOKEN) to require
+`authorization: Bearer <token>` metadata on every call.
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve factor stores over gRPC (Ray Serve)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("stores", nargs="+", metavar="STORE", help="PATH or NAME=PATH of a store")
+    p.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051)")
+    p.add_argument("--http-port", type=int, default=8000, help="Serve's HTTP port (127.0.0.1)")
+    p.add_argument("--replicas", type=int, default=1, help="replicas of the deployment")
+    p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS or a local Ray)")
+    p.add_argument("--token", help=f"require this bearer token (default ${TOKEN_ENV})")
+    p.add_argument("--max-batch-size", type=int, default=32, help="1 turns batching off")
+    p.add_argument("--max-loaded", type=int, default=4, help="models kept per replica")
+    p.add_argument("--max-ongoing-requests", type=int, default=64, help="per replica")
+
+
+def _fail(message: str) -> int:
+    print(f"spd serve: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        stores = name_stores(args.stores)
+        Catalog(stores)  # fail here, before Ray starts, on a missing or unservable store
+    except (ValueError, StoreError) as err:
+        return _fail(str(err))
+    import ray
+    from ray import serve
+
+    from services.serving.app import start
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(address=args.address, include_dashboard=False, configure_logging=False)
+    app_args = {
+        "stores": [f"{name}={path}" for name, path in stores.items()],
+        "token": args.token or os.environ.get(TOKEN_ENV),
+        "replicas": args.replicas,
+        "max_batch_size": args.max_batch_size,
+        "max_loaded": args.max_loaded,
+        "max_ongoing_requests": args.max_ongoing_requests,
+    }
+    signal.signal(signal.SIGTERM, _interrupt)  # stop Serve cleanly on `kill` as on Ctrl-C
+    try:
+        start(app_args, grpc_port=args.port, http_port=args.http_port)
+        names = ", ".join(stores)
+        print(f"serving {names} on port {args.port} (gRPC spd.v1.DecompositionService)", flush=True)
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("stopping", file=sys.stderr)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return 0

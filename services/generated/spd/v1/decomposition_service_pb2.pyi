@@ -1,0 +1,250 @@
+from services.generated.spd.v1 import tensor_pb2 as _tensor_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ImportanceKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IMPORTANCE_KIND_UNSPECIFIED: _ClassVar[ImportanceKind]
+    IMPORTANCE_KIND_LOWER: _ClassVar[ImportanceKind]
+    IMPORTANCE_KIND_UPPER: _ClassVar[ImportanceKind]
+
+class MaskMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MASK_MODE_UNSPECIFIED: _ClassVar[MaskMode]
+    MASK_MODE_KEEP: _ClassVar[MaskMode]
+    MASK_MODE_ABLATE: _ClassVar[MaskMode]
+    MASK_MODE_CI: _ClassVar[MaskMode]
+    MASK_MODE_ROUNDED_CI: _ClassVar[MaskMode]
+    MASK_MODE_STOCHASTIC: _ClassVar[MaskMode]
+
+class Divergence(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DIVERGENCE_UNSPECIFIED: _ClassVar[Divergence]
+    DIVERGENCE_MSE: _ClassVar[Divergence]
+    DIVERGENCE_KL: _ClassVar[Divergence]
+IMPORTANCE_KIND_UNSPECIFIED: ImportanceKind
+IMPORTANCE_KIND_LOWER: ImportanceKind
+IMPORTANCE_KIND_UPPER: ImportanceKind
+MASK_MODE_UNSPECIFIED: MaskMode
+MASK_MODE_KEEP: MaskMode
+MASK_MODE_ABLATE: MaskMode
+MASK_MODE_CI: MaskMode
+MASK_MODE_ROUNDED_CI: MaskMode
+MASK_MODE_STOCHASTIC: MaskMode
+DIVERGENCE_UNSPECIFIED: Divergence
+DIVERGENCE_MSE: Divergence
+DIVERGENCE_KL: Divergence
+
+class ListDecompositionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListDecompositionsResponse(_message.Message):
+    __slots__ = ("decompositions",)
+    DECOMPOSITIONS_FIELD_NUMBER: _ClassVar[int]
+    decompositions: _containers.RepeatedCompositeFieldContainer[Decomposition]
+    def __init__(self, decompositions: _Optional[_Iterable[_Union[Decomposition, _Mapping]]] = ...) -> None: ...
+
+class GetDecompositionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class Module(_message.Message):
+    __slots__ = ("name", "kind", "c", "d_in", "d_out", "alive", "l0")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    C_FIELD_NUMBER: _ClassVar[int]
+    D_IN_FIELD_NUMBER: _ClassVar[int]
+    D_OUT_FIELD_NUMBER: _ClassVar[int]
+    ALIVE_FIELD_NUMBER: _ClassVar[int]
+    L0_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    c: int
+    d_in: int
+    d_out: int
+    alive: int
+    l0: float
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., c: _Optional[int] = ..., d_in: _Optional[int] = ..., d_out: _Optional[int] = ..., alive: _Optional[int] = ..., l0: _Optional[float] = ...) -> None: ...
+
+class Decomposition(_message.Message):
+    __slots__ = ("name", "store_path", "target", "modules", "input_shape", "input_dtype", "output_shape", "output_loss_type", "config_json", "metrics")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STORE_PATH_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    MODULES_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_DTYPE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_LOSS_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_JSON_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    store_path: str
+    target: str
+    modules: _containers.RepeatedCompositeFieldContainer[Module]
+    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    input_dtype: _tensor_pb2.DType
+    output_shape: _containers.RepeatedScalarFieldContainer[int]
+    output_loss_type: str
+    config_json: str
+    metrics: _containers.ScalarMap[str, float]
+    def __init__(self, name: _Optional[str] = ..., store_path: _Optional[str] = ..., target: _Optional[str] = ..., modules: _Optional[_Iterable[_Union[Module, _Mapping]]] = ..., input_shape: _Optional[_Iterable[int]] = ..., input_dtype: _Optional[_Union[_tensor_pb2.DType, str]] = ..., output_shape: _Optional[_Iterable[int]] = ..., output_loss_type: _Optional[str] = ..., config_json: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class Selection(_message.Message):
+    __slots__ = ("dense", "top_k", "threshold")
+    DENSE_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    dense: Dense
+    top_k: TopK
+    threshold: Threshold
+    def __init__(self, dense: _Optional[_Union[Dense, _Mapping]] = ..., top_k: _Optional[_Union[TopK, _Mapping]] = ..., threshold: _Optional[_Union[Threshold, _Mapping]] = ...) -> None: ...
+
+class Dense(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class TopK(_message.Message):
+    __slots__ = ("k",)
+    K_FIELD_NUMBER: _ClassVar[int]
+    k: int
+    def __init__(self, k: _Optional[int] = ...) -> None: ...
+
+class Threshold(_message.Message):
+    __slots__ = ("value",)
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    value: float
+    def __init__(self, value: _Optional[float] = ...) -> None: ...
+
+class ModuleImportances(_message.Message):
+    __slots__ = ("module", "values", "indices")
+    MODULE_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    INDICES_FIELD_NUMBER: _ClassVar[int]
+    module: str
+    values: _tensor_pb2.Tensor
+    indices: _tensor_pb2.Tensor
+    def __init__(self, module: _Optional[str] = ..., values: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., indices: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
+
+class ComputeImportancesRequest(_message.Message):
+    __slots__ = ("decomposition", "inputs", "selection", "kind", "modules")
+    DECOMPOSITION_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    SELECTION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    MODULES_FIELD_NUMBER: _ClassVar[int]
+    decomposition: str
+    inputs: _tensor_pb2.Tensor
+    selection: Selection
+    kind: ImportanceKind
+    modules: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, decomposition: _Optional[str] = ..., inputs: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., selection: _Optional[_Union[Selection, _Mapping]] = ..., kind: _Optional[_Union[ImportanceKind, str]] = ..., modules: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ComputeImportancesResponse(_message.Message):
+    __slots__ = ("importances",)
+    IMPORTANCES_FIELD_NUMBER: _ClassVar[int]
+    importances: _containers.RepeatedCompositeFieldContainer[ModuleImportances]
+    def __init__(self, importances: _Optional[_Iterable[_Union[ModuleImportances, _Mapping]]] = ...) -> None: ...
+
+class StreamImportancesRequest(_message.Message):
+    __slots__ = ("request", "chunk_size")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    request: ComputeImportancesRequest
+    chunk_size: int
+    def __init__(self, request: _Optional[_Union[ComputeImportancesRequest, _Mapping]] = ..., chunk_size: _Optional[int] = ...) -> None: ...
+
+class ImportancesChunk(_message.Message):
+    __slots__ = ("start", "stop", "importances")
+    START_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    IMPORTANCES_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    stop: int
+    importances: _containers.RepeatedCompositeFieldContainer[ModuleImportances]
+    def __init__(self, start: _Optional[int] = ..., stop: _Optional[int] = ..., importances: _Optional[_Iterable[_Union[ModuleImportances, _Mapping]]] = ...) -> None: ...
+
+class ComponentIndices(_message.Message):
+    __slots__ = ("indices",)
+    INDICES_FIELD_NUMBER: _ClassVar[int]
+    indices: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, indices: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class AblateRequest(_message.Message):
+    __slots__ = ("decomposition", "inputs", "modules", "mode", "components", "use_delta", "n_samples", "seed", "rounding_threshold", "divergence")
+    class ComponentsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ComponentIndices
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ComponentIndices, _Mapping]] = ...) -> None: ...
+    DECOMPOSITION_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    MODULES_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    COMPONENTS_FIELD_NUMBER: _ClassVar[int]
+    USE_DELTA_FIELD_NUMBER: _ClassVar[int]
+    N_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    ROUNDING_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    DIVERGENCE_FIELD_NUMBER: _ClassVar[int]
+    decomposition: str
+    inputs: _tensor_pb2.Tensor
+    modules: _containers.RepeatedScalarFieldContainer[str]
+    mode: MaskMode
+    components: _containers.MessageMap[str, ComponentIndices]
+    use_delta: bool
+    n_samples: int
+    seed: int
+    rounding_threshold: float
+    divergence: Divergence
+    def __init__(self, decomposition: _Optional[str] = ..., inputs: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., modules: _Optional[_Iterable[str]] = ..., mode: _Optional[_Union[MaskMode, str]] = ..., components: _Optional[_Mapping[str, ComponentIndices]] = ..., use_delta: _Optional[bool] = ..., n_samples: _Optional[int] = ..., seed: _Optional[int] = ..., rounding_threshold: _Optional[float] = ..., divergence: _Optional[_Union[Divergence, str]] = ...) -> None: ...
+
+class AblateResponse(_message.Message):
+    __slots__ = ("outputs", "target_output", "divergence", "divergence_type")
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    DIVERGENCE_FIELD_NUMBER: _ClassVar[int]
+    DIVERGENCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    outputs: _tensor_pb2.Tensor
+    target_output: _tensor_pb2.Tensor
+    divergence: _tensor_pb2.Tensor
+    divergence_type: Divergence
+    def __init__(self, outputs: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., target_output: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., divergence: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., divergence_type: _Optional[_Union[Divergence, str]] = ...) -> None: ...
+
+class GetComponentsRequest(_message.Message):
+    __slots__ = ("decomposition", "module", "components")
+    DECOMPOSITION_FIELD_NUMBER: _ClassVar[int]
+    MODULE_FIELD_NUMBER: _ClassVar[int]
+    COMPONENTS_FIELD_NUMBER: _ClassVar[int]
+    decomposition: str
+    module: str
+    components: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, decomposition: _Optional[str] = ..., module: _Optional[str] = ..., components: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class GetComponentsResponse(_message.Message):
+    __slots__ = ("components", "u", "v")
+    COMPONENTS_FIELD_NUMBER: _ClassVar[int]
+    U_FIELD_NUMBER: _ClassVar[int]
+    V_FIELD_NUMBER: _ClassVar[int]
+    components: _tensor_pb2.Tensor
+    u: _tensor_pb2.Tensor
+    v: _tensor_pb2.Tensor
+    def __init__(self, components: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., u: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., v: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...

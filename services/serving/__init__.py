@@ -1,0 +1,1 @@
+"""The gRPC query service on Ray Serve: codec, validation, request handlers, deployment, app."""

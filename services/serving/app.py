@@ -1,0 +1,65 @@
+"""The Serve application and how to start it: `build_app` is the import path that
+`spd serve`, `deploy/serve-config.yaml` and the KubeRay RayService all use."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve import Application
+from ray.serve.config import gRPCOptions
+
+from services.serving.catalog import name_stores
+from services.serving.deployment import DecompositionServer
+
+APP_NAME = "spd"
+SERVICER_FUNCTIONS = [
+    "services.generated.spd.v1.decomposition_service_pb2_grpc."
+    "add_DecompositionServiceServicer_to_server"
+]
+
+
+class AppArgs(BaseModel):
+    """Arguments of the application (the `args:` of a Serve config)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stores: list[str] = Field(min_length=1, description="PATH or NAME=PATH of each store")
+    token: str | None = Field(None, description="bearer token; None: $SPD_SERVE_TOKEN or open")
+    replicas: int = Field(1, ge=1)
+    max_ongoing_requests: int = Field(64, ge=1)
+    max_batch_size: int = Field(32, ge=1, description="1 turns batching off")
+    batch_wait_timeout_s: float = Field(0.002, ge=0)
+    max_loaded: int = Field(4, ge=1, description="decompositions kept in memory per replica")
+    torch_threads: int = Field(1, ge=1)
+    replica_cpus: float = Field(1.0, gt=0)
+    limits: dict[str, int] = Field(default_factory=dict, description="overrides of Limits")
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """The application for `args` (see AppArgs)."""
+    cfg = AppArgs.model_validate(args)
+    return DecompositionServer.options(
+        num_replicas=cfg.replicas,
+        max_ongoing_requests=cfg.max_ongoing_requests,
+        ray_actor_options={"num_cpus": cfg.replica_cpus},
+    ).bind(
+        name_stores(cfg.stores),
+        token=cfg.token,
+        limits=cfg.limits,
+        max_loaded=cfg.max_loaded,
+        max_batch_size=cfg.max_batch_size,
+        batch_wait_timeout_s=cfg.batch_wait_timeout_s,
+        torch_threads=cfg.torch_threads,
+    )
+
+
+def start(args: dict[str, Any], grpc_port: int, http_port: int) -> None:
+    """Start Serve's proxies (gRPC on all interfaces at `grpc_port`, HTTP on 127.0.0.1) on the
+    connected Ray and run the application; returns once it is serving."""
+    serve.start(
+        http_options={"host": "127.0.0.1", "port": http_port},
+        grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=SERVICER_FUNCTIONS),
+    )
+    serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)

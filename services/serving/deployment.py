@@ -1,0 +1,154 @@
+"""The Ray Serve deployment: one method per RPC, thin around QueryHandlers.
+
+Each method authenticates the call, runs the handler, and turns a refusal into its gRPC status
+(and anything unexpected into INTERNAL with a short message: tracebacks stay in the server log).
+ComputeImportances requests that arrive together are answered by one batched forward.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import grpc
+import torch
+from ray import serve
+from ray.serve.grpc_util import RayServegRPCContext
+
+from services.generated.spd.v1 import decomposition_service_pb2 as pb
+from services.serving.auth import TOKEN_ENV, check_bearer
+from services.serving.catalog import Catalog
+from services.serving.errors import RequestError
+from services.serving.handlers import ImportanceJob, QueryHandlers
+from services.serving.limits import Limits
+
+logger = logging.getLogger("ray.serve")
+Response = TypeVar("Response")
+BATCH_METADATA = "spd-batch-requests"  # trailing metadata: requests answered by the same forward
+
+
+class StreamRefused(Exception):
+    """Ends a response stream whose status was set on the call's context."""
+
+
+def _set_status(context: RayServegRPCContext, err: Exception, method: str) -> None:
+    if isinstance(err, RequestError):
+        context.set_code(err.code)
+        context.set_details(err.message)
+        return
+    logger.exception("%s failed", method)
+    context.set_code(grpc.StatusCode.INTERNAL)
+    context.set_details(
+        f"internal error in {method} ({type(err).__name__}); the server log has the details"
+    )
+
+
+@serve.deployment(name="DecompositionService", max_ongoing_requests=64)
+class DecompositionServer:
+    """Serves the stores in `stores` ({name: path}). `token` (or $SPD_SERVE_TOKEN) makes every
+    call need `authorization: Bearer <token>`; `max_batch_size` 1 turns batching off."""
+
+    def __init__(
+        self,
+        stores: dict[str, str],
+        token: str | None = None,
+        limits: dict[str, int] | None = None,
+        max_loaded: int = 4,
+        max_batch_size: int = 32,
+        batch_wait_timeout_s: float = 0.002,
+        torch_threads: int = 1,
+    ) -> None:
+        torch.set_num_threads(torch_threads)
+        self.handlers = QueryHandlers(Catalog(stores, max_loaded), Limits(**(limits or {})))
+        self.token = token or os.environ.get(TOKEN_ENV) or None
+        self._batched_importances.set_max_batch_size(max_batch_size)
+        self._batched_importances.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    async def _answer(
+        self,
+        context: RayServegRPCContext,
+        method: str,
+        empty: Callable[[], Response],
+        answer: Callable[[], Any],
+    ) -> Response:
+        try:
+            check_bearer(context.invocation_metadata(), self.token)
+            result = answer()
+            return await result if inspect.isawaitable(result) else result
+        except Exception as err:
+            _set_status(context, err, method)
+            return empty()
+
+    async def ListDecompositions(
+        self, request: pb.ListDecompositionsRequest, grpc_context: RayServegRPCContext
+    ) -> pb.ListDecompositionsResponse:
+        return await self._answer(
+            grpc_context,
+            "ListDecompositions",
+            pb.ListDecompositionsResponse,
+            lambda: self.handlers.list_decompositions(request),
+        )
+
+    async def GetDecomposition(
+        self, request: pb.GetDecompositionRequest, grpc_context: RayServegRPCContext
+    ) -> pb.Decomposition:
+        return await self._answer(
+            grpc_context,
+            "GetDecomposition",
+            pb.Decomposition,
+            lambda: self.handlers.get_decomposition(request),
+        )
+
+    async def ComputeImportances(
+        self, request: pb.ComputeImportancesRequest, grpc_context: RayServegRPCContext
+    ) -> pb.ComputeImportancesResponse:
+        async def answer() -> pb.ComputeImportancesResponse:
+            job = self.handlers.importance_job(
+                request,
+                self.handlers.limits.max_inputs,
+                "split the batch over several requests or use StreamImportances",
+            )
+            ci, batched = await self._batched_importances(job)
+            grpc_context.set_trailing_metadata([(BATCH_METADATA, str(batched))])
+            return pb.ComputeImportancesResponse(
+                importances=self.handlers.module_importances(job, ci)
+            )
+
+        return await self._answer(
+            grpc_context, "ComputeImportances", pb.ComputeImportancesResponse, answer
+        )
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def _batched_importances(self, jobs: list[ImportanceJob]) -> list[tuple[dict, int]]:
+        return [(ci, len(jobs)) for ci in self.handlers.compute(jobs)]
+
+    async def StreamImportances(
+        self, request: pb.StreamImportancesRequest, grpc_context: RayServegRPCContext
+    ) -> AsyncIterator[pb.ImportancesChunk]:
+        try:
+            check_bearer(grpc_context.invocation_metadata(), self.token)
+            for chunk in self.handlers.stream(request):
+                yield chunk
+        except Exception as err:
+            _set_status(grpc_context, err, "StreamImportances")
+            raise StreamRefused(grpc_context.details()) from None
+
+    async def Ablate(
+        self, request: pb.AblateRequest, grpc_context: RayServegRPCContext
+    ) -> pb.AblateResponse:
+        return await self._answer(
+            grpc_context, "Ablate", pb.AblateResponse, lambda: self.handlers.ablate(request)
+        )
+
+    async def GetComponents(
+        self, request: pb.GetComponentsRequest, grpc_context: RayServegRPCContext
+    ) -> pb.GetComponentsResponse:
+        return await self._answer(
+            grpc_context,
+            "GetComponents",
+            pb.GetComponentsResponse,
+            lambda: self.handlers.get_components(request),
+        )
