@@ -154,3 +154,16 @@ def test_resume_continues_a_failed_run(tmp_path, task, two_workers):
     assert store.metrics["restarts"] == 1
     assert store.curves()["step"].tolist() == list(range(10, 121, 10))
     _assert_same_params(out, two_workers["ddp"], atol=1e-6)
+
+
+def test_cli_refuses_more_workers_than_cpus(tmp_path, ray_session, capsys, monkeypatch):
+    from services.cli import main
+
+    monkeypatch.setenv("SPD_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "big.zarr"
+    args = ["decompose", "tms-5-2", "--out", str(out), "--steps", "10", "--workers", "64"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "64 workers" in err and "the Ray cluster has 8" in err
+    assert not out.exists()
+    assert not Path(f"{out}.checkpoints").exists()
