@@ -8,7 +8,7 @@ import socket
 import pytest
 import torch
 
-from services.train.cluster import ClusterError, check_reachable
+from services.ray_cluster import ClusterError, check_reachable
 from services.train.job import JobOptions, _check_paths, default_checkpoint_every
 from spd_core.decompose import build_component_model, decompose
 from spd_core.parallel import training_state

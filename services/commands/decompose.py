@@ -123,7 +123,7 @@ def _run_here(args: argparse.Namespace, config: Config) -> int:
 
 
 def _run_on_ray(args: argparse.Namespace, config: Config) -> int:
-    from services.train.cluster import ClusterError
+    from services.ray_cluster import ClusterError
     from services.train.job import JobOptions, run_job
 
     options = JobOptions(

@@ -26,6 +26,24 @@ values are converted to the decomposition's input dtype.
 """
 
 
+def _connection_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """--address, --token, --json; without `defaults` an absent option leaves the value set
+    before the query name untouched."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--address", default=default("127.0.0.1:50051"), help="HOST:PORT of the server"
+    )
+    parser.add_argument(
+        "--token", default=default(None), help="bearer token, if the server requires one"
+    )
+    parser.add_argument(
+        "--json", action="store_true", default=default(False), help="print JSON, not a table"
+    )
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "query",
@@ -33,19 +51,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--address", default="127.0.0.1:50051", help="HOST:PORT of the server")
-    p.add_argument("--token", help="bearer token, if the server requires one")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _connection_options(p, defaults=True)
+    # the same options after the query name too (`spd query list --address H:P`)
+    common = argparse.ArgumentParser(add_help=False)
+    _connection_options(common, defaults=False)
     q = p.add_subparsers(dest="query", required=True, metavar="QUERY")
-    q.add_parser("list", help="served decompositions")
-    q.add_parser("describe", help="one decomposition in full").add_argument("name")
-    imp = q.add_parser("importances", help="causal importances of inputs")
+    q.add_parser("list", help="served decompositions", parents=[common])
+    q.add_parser("describe", help="one decomposition in full", parents=[common]).add_argument(
+        "name"
+    )
+    imp = q.add_parser("importances", help="causal importances of inputs", parents=[common])
     imp.add_argument("name")
     imp.add_argument("inputs", help=".npy file or JSON list of inputs")
     imp.add_argument("--top-k", type=int, help="only the k most important components per input")
     imp.add_argument("--threshold", type=float, help="only importances above this value")
     imp.add_argument("--kind", choices=["lower", "upper"], default="lower")
-    abl = q.add_parser("ablate", help="outputs with components masked")
+    abl = q.add_parser("ablate", help="outputs with components masked", parents=[common])
     abl.add_argument("name")
     abl.add_argument("inputs", help=".npy file or JSON list of inputs")
     abl.add_argument(
@@ -64,7 +85,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     abl.add_argument("--seed", type=int, default=0)
     abl.add_argument("--rounding-threshold", type=float, default=0.0)
     abl.add_argument("--divergence", choices=["mse", "kl"])
-    comp = q.add_parser("components", help="rows of U and V")
+    comp = q.add_parser("components", help="rows of U and V", parents=[common])
     comp.add_argument("name")
     comp.add_argument("module")
     comp.add_argument("-c", "--components", default="", help="comma-separated indices (all)")

@@ -59,10 +59,14 @@ def run(args: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
+    from services.ray_cluster import ClusterError, connect
     from services.serving.app import start
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(address=args.address, include_dashboard=False, configure_logging=False)
+    try:
+        connect(args.address)
+    except ClusterError as err:
+        return _fail(str(err))
     app_args = {
         "stores": [f"{name}={path}" for name, path in stores.items()],
         "token": args.token or os.environ.get(TOKEN_ENV),
@@ -71,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         "max_loaded": args.max_loaded,
         "max_ongoing_requests": args.max_ongoing_requests,
     }
-    signal.signal(signal.SIGTERM, _interrupt)  # stop Serve cleanly on `kill` as on Ctrl-C
+    for sig in (signal.SIGTERM, signal.SIGINT):  # Ray replaces SIGINT's handler: take it back
+        signal.signal(sig, _interrupt)
     try:
         start(app_args, grpc_port=args.port, http_port=args.http_port)
         names = ", ".join(stores)

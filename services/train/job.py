@@ -11,7 +11,7 @@ import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from services.train.cluster import check_capacity, connect
+from services.ray_cluster import check_capacity, connect
 from services.train.progress_relay import ProgressRelay
 from services.train.worker_entry import train_loop_per_worker
 from spd_core.config import Config, ConfigError

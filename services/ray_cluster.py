@@ -1,4 +1,5 @@
-"""Joining Ray: an embedded local instance by default, or a running cluster by address."""
+"""Joining Ray for `spd decompose` and `spd serve`: a new local instance by default, or a
+running cluster by address."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def connect(address: str | None, num_cpus: int | None = None, verbose: bool = Fa
     try:
         if address is None:
             ray.init(
+                address="local",  # a new instance, never a `ray start` cluster found on disk
                 num_cpus=num_cpus,
                 include_dashboard=False,
                 log_to_driver=verbose,

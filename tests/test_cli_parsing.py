@@ -1,0 +1,18 @@
+"""Command-line parsing that users rely on, without running anything."""
+
+from services.cli import build_parser
+
+
+def test_query_connection_options_work_before_and_after_the_query_name():
+    parser = build_parser()
+    after = parser.parse_args(["query", "list", "--address", "h:1", "--json"])
+    before = parser.parse_args(["query", "--address", "h:2", "--token", "t", "list"])
+    default = parser.parse_args(["query", "describe", "tms"])
+    assert (after.address, after.json, after.token) == ("h:1", True, None)
+    assert (before.address, before.json, before.token) == ("h:2", False, "t")
+    assert (default.address, default.json) == ("127.0.0.1:50051", False)
+
+
+def test_decompose_defaults_to_one_ddp_worker_on_ray():
+    args = build_parser().parse_args(["decompose", "tms-5-2", "--out", "x.zarr"])
+    assert (args.workers, args.strategy, args.no_ray, args.address) == (1, "ddp", False, None)
