@@ -31,6 +31,9 @@ DETERMINISTIC = {
     "batch_size": 256,
     "eval_batch_size": 256,
     "train_log_freq": 10,
+    # clipping on: under fsdp the norm must be taken over every rank's shard
+    "grad_clip_norm_components": 0.01,
+    "grad_clip_norm_ci_fns": 0.01,
 }
 CHECKPOINT_EVERY = 20
 

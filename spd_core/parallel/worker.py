@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from spd_core.component_model import ComponentModel
 from spd_core.config import Config
 from spd_core.decompose import build_component_model, curve_values
 from spd_core.evaluation import evaluate
@@ -115,7 +116,7 @@ def run_worker(
     return _finish_store(writer, plan, task, full, state, memory)
 
 
-def _write_owned_rows(writer: StoreWriter, model, rank: int, world: int) -> None:
+def _write_owned_rows(writer: StoreWriter, model: ComponentModel, rank: int, world: int) -> None:
     for name in model.module_names:
         comp = model.components_of(name)
         for factor in ("U", "V"):
