@@ -117,3 +117,17 @@ def test_unreachable_address_fails_fast():
 def test_progress_line_before_any_rate():
     line = ProgressEvent(10, 100, {"total": 1.0}, {"fc": 0.5}, 0.0, float("inf")).line()
     assert "ETA --:--:--" in line and "step  10/100" in line
+
+
+def test_a_checkpoint_dir_that_is_not_one_is_never_taken(tms, tmp_path):
+    config, _ = tms
+    precious = tmp_path / "notes"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("keep me")
+    with pytest.raises(StoreError, match="not a checkpoint directory"):
+        _check_paths(tmp_path / "new.zarr", precious, config, JobOptions(overwrite=True))
+    assert (precious / "thesis.tex").exists()
+    stale = tmp_path / "old.zarr.checkpoints"
+    (stale / "checkpoint_2026-01-01").mkdir(parents=True)
+    with pytest.raises(StoreError, match="--overwrite to discard"):
+        _check_paths(tmp_path / "old.zarr", stale, config, JobOptions())

@@ -96,6 +96,7 @@ def test_ddp_two_workers_equal_one_process(ddp_run, one_process):
     # the store is chunked on shard boundaries: each worker wrote whole chunks of C=20 rows
     factor = zarr.open_array(ddp_run / "modules" / "linear1" / "U", mode="r")
     assert factor.chunks == (10, 2)  # (C/2 rows, d_out)
+    assert not Path(f"{ddp_run}.checkpoints").exists()  # removed once the store is complete
 
 
 def _train_worker_pids() -> list[int]:

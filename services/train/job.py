@@ -72,7 +72,7 @@ def run_job(
     try:
         check_capacity(options.workers, options.cpus_per_worker, options.use_gpu)
         if not options.resume:
-            if ckpt_dir.exists():
+            if ckpt_dir.exists():  # _check_paths allowed it: left by an earlier run
                 shutil.rmtree(ckpt_dir)
             _create_store(out, config, task, options)
         job = {
@@ -106,7 +106,9 @@ def run_job(
     finally:
         if started:
             ray.shutdown()
-    return dict(FactorStore.open(out).metrics)
+    metrics = dict(FactorStore.open(out).metrics)  # complete, or this raises
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # a finished run needs no checkpoints
+    return metrics
 
 
 def _create_store(
@@ -133,6 +135,16 @@ def _check_paths(out: str | Path, ckpt_dir: Path, config: Config, options: JobOp
         if not ckpt_dir.exists():
             raise StoreError(f"--resume: no checkpoints at {ckpt_dir}; was {out} started with Ray?")
         return
+    if ckpt_dir.exists() and not _is_checkpoint_dir(ckpt_dir):
+        raise StoreError(
+            f"{ckpt_dir} exists and is not a checkpoint directory of an spd run; choose another "
+            "--checkpoint-dir (it is never deleted)"
+        )
+    if ckpt_dir.exists() and not path.exists() and not options.overwrite:
+        raise StoreError(
+            f"checkpoints of an earlier run are at {ckpt_dir} but {out} is gone; pass "
+            "--overwrite to discard them, or choose another --out"
+        )
     if path.exists() and not options.overwrite:
         try:
             FactorStore.open(path)
@@ -144,6 +156,15 @@ def _check_paths(out: str | Path, ckpt_dir: Path, config: Config, options: JobOp
                 "pass --resume to continue it, --overwrite to start again, or choose another --out"
             )
         raise StoreError(f"{out} already holds {state}; {hint}")
+
+
+def _is_checkpoint_dir(path: Path) -> bool:
+    """Only what Ray Train writes for a run: checkpoint_* folders and its marker/snapshot files."""
+    if not path.is_dir():
+        return False
+    return all(
+        p.name.startswith(("checkpoint_", ".validate_storage_marker")) for p in path.iterdir()
+    )
 
 
 def _stored_config(path: Path) -> dict:
