@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from services.commands import decompose, inspect
+from services.commands import data, decompose, inspect
 
-COMMANDS = {"decompose": decompose, "inspect": inspect}
+COMMANDS = {"decompose": decompose, "inspect": inspect, "data": data}
 
 
 def build_parser() -> argparse.ArgumentParser:

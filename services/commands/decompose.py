@@ -11,11 +11,13 @@ import torch
 from spd_core.component_model import ModuleSelectionError
 from spd_core.config import ConfigError
 from spd_core.decompose import decompose
+from spd_core.hf.packaged import HFModelError
 from spd_core.presets import preset_names, resolve_config
 from spd_core.progress import ProgressEvent
 from spd_core.store import FactorStore, StoreError
 from spd_core.targets.validation import TargetTrainingError
-from spd_core.task import toy_task
+from spd_core.task import make_task
+from spd_core.text.corpora import CorpusError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         config = config.model_copy(update=updates)
         if Path(args.out).exists() and not args.overwrite:
             return _fail(_existing_store_message(args.out))
-        task = toy_task(config, torch.device(args.device))
+        task = make_task(config, torch.device(args.device))
         print(f"decomposing {args.config} for {config.steps} steps into {args.out}", flush=True)
         result = decompose(
             config,
@@ -62,7 +64,14 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             progress=None if args.quiet else _print_progress,
         )
-    except (ConfigError, ModuleSelectionError, StoreError, TargetTrainingError) as err:
+    except (
+        ConfigError,
+        ModuleSelectionError,
+        StoreError,
+        TargetTrainingError,
+        HFModelError,
+        CorpusError,
+    ) as err:
         return _fail(str(err))
     except KeyboardInterrupt:
         print(f"\ninterrupted: {args.out} is left marked incomplete", file=sys.stderr)
