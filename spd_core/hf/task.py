@@ -11,7 +11,7 @@ from spd_core.component_model import select_modules
 from spd_core.config import Config, ConfigError, HFTargetConfig
 from spd_core.hf.loading import load_hf_target
 from spd_core.task import DecompositionTask
-from spd_core.text.windows import WindowStream
+from spd_core.text.windows import WindowStream, eval_windows
 
 
 def hf_task(
@@ -20,7 +20,10 @@ def hf_task(
     """Load the model (local files only), check the module patterns and the window length, and
     stream train / eval windows of the configured corpus from the cache.
 
-    The batch functions ignore their generator: the streams are seeded from `config.seed`.
+    The batch functions ignore their generator: training windows stream from a shuffle seeded
+    by `config.seed`; evaluation cycles through one fixed held-out slice (the first
+    n_eval_batches × eval batch size windows of the eval split), so every evaluation, at any
+    step, sees the same text.
     """
     target_cfg = config.target
     if not isinstance(target_cfg, HFTargetConfig):
@@ -44,15 +47,19 @@ def hf_task(
             "(use mse)"
         )
     train = WindowStream(hf.tokenizer, target_cfg.data, "train", config.seed, cache_dir=cache_dir)
-    held_out = WindowStream(
-        hf.tokenizer, target_cfg.data, "eval", config.seed, shuffle=False, cache_dir=cache_dir
-    )
+    eval_size = config.effective_eval_batch_size
+    n_eval = config.eval.n_eval_batches
+    held_out = eval_windows(hf.tokenizer, target_cfg.data, n_eval * eval_size, cache_dir)
+    eval_calls = iter(range(10**12))
 
     def batch_fn(batch_size: int, generator: torch.Generator | None) -> Tensor:
         return train.next_batch(batch_size).to(device)
 
     def eval_batch_fn(batch_size: int, generator: torch.Generator | None) -> Tensor:
-        return held_out.next_batch(batch_size).to(device)
+        if batch_size != eval_size:
+            raise ValueError(f"eval batches hold {eval_size} windows, not {batch_size}")
+        start = (next(eval_calls) % n_eval) * eval_size
+        return held_out[start : start + eval_size].to(device)
 
     return DecompositionTask(
         target=hf.model.to(device),
