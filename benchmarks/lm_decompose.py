@@ -44,6 +44,8 @@ def report_eval(model, config, task, step: int) -> None:
     for key, unit in (
         ("lm/ce_unrecovered_ci", "frac"),
         ("lm/ce_unrecovered_stoch", "frac"),
+        ("lm/ce_unrecovered_rounded", "frac"),
+        ("lm/ce_unrecovered_unmasked", "frac"),
         ("lm/kl_ci", "nats"),
         ("lm/kl_stoch", "nats"),
         ("lm/ce_target", "nats"),

@@ -140,6 +140,9 @@ def test_minilm_from_the_cli_then_inspect_a_component(tmp_path, capsys):
     store = tmp_path / "minilm.zarr"
     assert main(["decompose", str(path), "--out", str(store), "--quiet"]) == 0
     capsys.readouterr()
+    assert main(["inspect", str(store)]) == 0
+    table = capsys.readouterr().out
+    assert "target        all-minilm-l6-v2 (hf)" in table and "l0/total" in table
     args = ["inspect", str(store), "--json", "--component", f"{module}:2", "--top", "3"]
     assert main([*args, "--windows", "4"]) == 0
     report = json.loads(capsys.readouterr().out)["component"]
@@ -169,3 +172,18 @@ def test_cli_errors_for_an_unfetched_corpus_and_a_bad_pattern(tmp_path, monkeypa
     assert main(["decompose", str(path), "--out", str(tmp_path / "x.zarr")]) == 2
     err = capsys.readouterr().err
     assert "'encoder.layer.*.mlp' matched nothing" in err and "Traceback" not in err
+
+
+def test_a_store_whose_local_model_is_gone_says_so(tmp_path):
+    from spd_core.store import ModuleLayout, StoreError, StoreWriter
+
+    gone = str(tmp_path / "deleted-model")
+    writer = StoreWriter.create(
+        tmp_path / "s.zarr",
+        modules={"fc": ModuleLayout(kind="linear", C=2, d_in=3, d_out=2)},
+        config={"steps": 1},
+        target_spec={"kind": "hf", "model": gone, "source": gone, "model_class": "BertModel"},
+    )
+    writer.mark_complete()
+    with pytest.raises(StoreError, match=r"cannot rebuild its target: model '.*deleted-model'"):
+        load_decomposition(tmp_path / "s.zarr")

@@ -146,7 +146,8 @@ def _fmt(value: Any) -> str:
 def _target_text(target: Any) -> str:
     if not isinstance(target, dict):
         return "n/a (no target in the config)"
-    text = f"{target.get('name', '?')} ({target.get('kind', '?')})"
+    name = target.get("name") or target.get("model") or "?"
+    text = f"{name} ({target.get('kind', '?')})"
     if target.get("overrides"):
         text += f" with overrides {json.dumps(target['overrides'], sort_keys=True)}"
     return text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import torch
@@ -50,7 +51,7 @@ def hf_task(
     eval_size = config.effective_eval_batch_size
     n_eval = config.eval.n_eval_batches
     held_out = eval_windows(hf.tokenizer, target_cfg.data, n_eval * eval_size, cache_dir)
-    eval_calls = iter(range(10**12))
+    eval_calls = itertools.count()
 
     def batch_fn(batch_size: int, generator: torch.Generator | None) -> Tensor:
         return train.next_batch(batch_size).to(device)
