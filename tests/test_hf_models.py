@@ -184,6 +184,7 @@ def test_a_store_whose_local_model_is_gone_says_so(tmp_path):
         config={"steps": 1},
         target_spec={"kind": "hf", "model": gone, "source": gone, "model_class": "BertModel"},
     )
+    writer.write_factors("fc", torch.ones(2, 2), torch.ones(2, 3))
     writer.mark_complete()
     with pytest.raises(StoreError, match=r"cannot rebuild its target: model '.*deleted-model'"):
         load_decomposition(tmp_path / "s.zarr")
