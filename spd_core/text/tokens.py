@@ -63,3 +63,13 @@ def check_token_ids(
 def token_strings(tokenizer: Any, ids: Sequence[int]) -> list[str]:
     """Each token id decoded on its own (so a word split into pieces shows its pieces)."""
     return [tokenizer.decode([int(i)]) for i in ids]
+
+
+def top_next_tokens(logits: Tensor, tokenizer: Any, k: int) -> list[tuple[int, str, float]]:
+    """The k most probable next tokens from one position's logits (vocab,): (id, text, prob)."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    top = probs.topk(min(k, probs.shape[-1]))
+    return [
+        (int(i), tokenizer.decode([int(i)]), float(p))
+        for p, i in zip(top.values, top.indices, strict=True)
+    ]
