@@ -30,7 +30,7 @@ CPU = torch.device("cpu")
 
 
 def emit(name: str, value: float, unit: str) -> None:
-    print(json.dumps({"name": name, "value": round(value, 6), "unit": unit}), flush=True)
+    print(json.dumps({"name": name, "value": float(f"{value:.6g}"), "unit": unit}), flush=True)
 
 
 def peak_rss_mib() -> float:
