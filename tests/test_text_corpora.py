@@ -142,3 +142,18 @@ def test_austen_novels_come_out_of_an_r_lazyload_database_in_a_deb(tmp_path):
 
 def test_book_lines_join_into_paragraphs():
     assert lines_to_text(["A", "b c", "", "", "D", "  "]) == "A b c\n\nD\n"
+
+
+def test_data_cli_lists_the_cache_and_refuses_unknown_corpora(tmp_path, monkeypatch, capsys):
+    from services.cli import main
+    from spd_core.text.fetch import write_corpus
+
+    monkeypatch.setenv("SPD_CACHE_DIR", str(tmp_path))
+    write_corpus("moby-dick", "test", {"chapter_1": "Call me Ishmael.\n"})
+    assert main(["data", "list"]) == 0
+    lines = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()}
+    assert lines["moby-dick"] == "cached" and lines["sotu"] == lines["jane-austen"] == "missing"
+    assert main(["data", "fetch", "moby-dick"]) == 0  # already cached: no download
+    assert "moby-dick: 1 documents" in capsys.readouterr().out
+    assert main(["data", "fetch", "shakespeare"]) == 2
+    assert "unknown corpus 'shakespeare'" in capsys.readouterr().err
