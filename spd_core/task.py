@@ -55,6 +55,8 @@ def toy_task(
 
     if config.target is None:
         raise ConfigError("config has no `target`: name a toy target or pass a model from Python")
+    if config.target.kind != "toy":
+        raise ConfigError(f"target: kind '{config.target.kind}' is not a toy target; use make_task")
     try:
         spec = toy_target_spec(config.target.name, **config.target.overrides)
     except ValueError as err:
