@@ -5,9 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from services.commands import decompose, inspect, query, serve
+from services.commands import data, decompose, inspect, query, serve
 
-COMMANDS = {"decompose": decompose, "inspect": inspect, "serve": serve, "query": query}
+COMMANDS = {
+    "decompose": decompose,
+    "inspect": inspect,
+    "data": data,
+    "serve": serve,
+    "query": query,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

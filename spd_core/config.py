@@ -6,7 +6,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
@@ -149,6 +157,9 @@ class EvalConfig(_Strict):
         default=None, description="module whose target columns MMCS/ML2R compare against (TMS)"
     )
     n_eval_batches: PositiveInt = 10
+    rounding_threshold: NonNegFloat = Field(
+        default=0.0, description="causal LMs: the 'rounded' CE/KL mask is 1[g > this]"
+    )
 
 
 class ToyTargetConfig(_Strict):
@@ -159,11 +170,44 @@ class ToyTargetConfig(_Strict):
     overrides: dict[str, Any] = {}
 
 
+class TextDataConfig(_Strict):
+    """Text for a Hugging Face target: a cached corpus (`spd data fetch`) or local .txt file(s),
+    cut into windows of `seq_len` tokens; a fixed hash of each passage puts it in train or eval."""
+
+    corpus: str = Field(description="sotu | moby-dick | jane-austen, or a .txt file / folder")
+    seq_len: Annotated[int, Field(ge=4)] = 64
+    eval_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    shuffle_buffer: PositiveInt = 256
+
+
+class HFTargetConfig(_Strict):
+    """A pretrained `transformers` model from a local directory or .gguf file, or a packaged
+    model by name (smollm2-135m, all-minilm-l6-v2); never downloaded from a hub."""
+
+    kind: Literal["hf"]
+    model: str
+    model_class: str | None = Field(
+        default=None, description="transformers class, e.g. LlamaForCausalLM (default: config's)"
+    )
+    data: TextDataConfig
+
+
+def _target_kind(value: Any) -> str:
+    kind = value.get("kind", "toy") if isinstance(value, dict) else getattr(value, "kind", "toy")
+    return str(kind)
+
+
+TargetConfig = Annotated[
+    Annotated[ToyTargetConfig, Tag("toy")] | Annotated[HFTargetConfig, Tag("hf")],
+    Discriminator(_target_kind),
+]
+
+
 class Config(_Strict):
     """One decomposition run. Every field has the reference implementation's default."""
 
     seed: int = 0
-    target: ToyTargetConfig | None = None
+    target: TargetConfig | None = None
     module_info: Annotated[list[ModulePattern], Field(min_length=1)]
     pretrained_model_output_attr: str | None = None
     ci_fn_type: Literal["mlp", "vector_mlp", "shared_mlp"] = "vector_mlp"

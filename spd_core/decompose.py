@@ -114,10 +114,11 @@ def decompose(
     metrics = evaluate(
         model,
         config,
-        task.batch_fn,
+        task.eval_batch_fn or task.batch_fn,
         generator(config.seed, "eval", device),
         config.steps,
         task.n_features,
+        task.causal_lm,
     )
     metrics["faithfulness_warmup_loss"] = warmup_loss
     if writer is not None:

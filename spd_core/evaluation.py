@@ -11,9 +11,10 @@ from torch import Tensor
 from spd_core.component_model import ComponentModel
 from spd_core.config import Config
 from spd_core.losses import LossContext, compute_losses
-from spd_core.metrics.ci_l0 import ci_l0, ever_important
+from spd_core.metrics.ci_l0 import ci_l0, ever_important, l0_per_token
 from spd_core.metrics.ci_patterns import dense_ci_error, identity_ci_error
 from spd_core.metrics.ground_truth import mmcs_ml2r
+from spd_core.metrics.lm_masks import CEKLMetric, ce_kl_values
 from spd_core.step import autocast_context
 
 BatchFn = Callable[[int, torch.Generator | None], Tensor]
@@ -53,11 +54,14 @@ def evaluate(
     generator: torch.Generator | None,
     step: int,
     n_features: int | None = None,
+    causal_lm: bool = False,
 ) -> dict[str, float]:
     """Average loss terms and CI-L0 over eval batches; alive components (ever CI > threshold);
-    ground-truth metrics configured in `config.eval`."""
+    ground-truth metrics configured in `config.eval`. Token inputs add `l0/total` (components
+    important per token, all modules); `causal_lm` adds `lm/` CE and KL under masks."""
     sums: dict[str, float] = {}
     alive: dict[str, Tensor] = {}
+    lm = CEKLMetric()
     n = config.eval.n_eval_batches
     for _ in range(n):
         batch = batch_fn(config.effective_eval_batch_size, generator)
@@ -66,6 +70,11 @@ def evaluate(
             ci = model.causal_importances(acts, config.sampling, generator)
             ctx = LossContext(model, acts, ci, config, step / config.steps, generator)
             _, terms = compute_losses(ctx)
+            if causal_lm:
+                lm.update(ce_kl_values(model, acts, ci, config.eval.rounding_threshold, generator))
+        if not batch.is_floating_point():
+            total = l0_per_token(ci.lower, config.ci_alive_threshold).float().mean().item()
+            sums["l0/total"] = sums.get("l0/total", 0.0) + total / n
         for k, v in terms.items():
             sums[f"loss/{k}"] = sums.get(f"loss/{k}", 0.0) + float(v) / n
         for k, v in ci_l0(ci.lower, config.ci_alive_threshold).items():
@@ -74,6 +83,8 @@ def evaluate(
             alive[k] = alive[k] | v if k in alive else v
     out = dict(sums)
     out.update({f"alive/{k}": int(v.sum().item()) for k, v in alive.items()})
+    if causal_lm:
+        out.update({f"lm/{k}": v for k, v in lm.compute().items()})
     if n_features is not None and (config.eval.identity_ci or config.eval.dense_ci):
         out.update(ci_pattern_errors(model, config, n_features))
     gt = config.eval.ground_truth_module

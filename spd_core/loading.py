@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from spd_core.component_model import ComponentModel
 from spd_core.config import Config, config_from_dict
+from spd_core.hf.packaged import HFModelError
 from spd_core.store import FactorStore, StoreError
+
+if TYPE_CHECKING:
+    from spd_core.hf.loading import HFTarget
 
 
 def target_from_store(store: FactorStore) -> nn.Module:
-    """The target model a store was made from; toy stores carry their own weights."""
+    """The target model a store was made from: toy stores carry their own weights; a Hugging Face
+    store names its local model (package, folder or GGUF file, via the converted-weights cache)."""
     spec = store.target_spec
+    if spec.get("kind") == "hf":
+        return _hf_target(store).model
     if spec.get("kind") != "toy":
         raise StoreError(
             f"{store.path}: target kind {spec.get('kind')!r} is not self-contained; "
@@ -28,6 +37,39 @@ def target_from_store(store: FactorStore) -> nn.Module:
         raise StoreError(f"{store.path}: toy store has no target weights under target/")
     tensors = {k: torch.from_numpy(v) for k, v in state.items()}
     return toy_target_from_state(ToyTargetSpec(**spec["spec"]), tensors).model
+
+
+def _hf_target(store: FactorStore) -> HFTarget:
+    from spd_core.hf.loading import hf_target_from_spec
+
+    try:
+        return hf_target_from_spec(store.target_spec)
+    except HFModelError as err:
+        raise StoreError(f"{store.path}: cannot rebuild its target: {err}") from None
+
+
+@dataclass
+class Decomposition:
+    """A loaded decomposition: the component model, its config and, for text models, the
+    tokenizer and the target's spec (context length, vocabulary size)."""
+
+    model: ComponentModel
+    config: Config
+    tokenizer: Any | None
+    target_spec: dict[str, Any]
+
+
+def load_decomposition(store: FactorStore | str | Path, device: str = "cpu") -> Decomposition:
+    """Everything needed to compute importances on new inputs, from the store alone."""
+    if not isinstance(store, FactorStore):
+        store = FactorStore.open(store)
+    tokenizer = None
+    target = None
+    if store.target_spec.get("kind") == "hf":
+        hf = _hf_target(store)
+        target, tokenizer = hf.model, hf.tokenizer
+    model, config = load_component_model(store, target=target, device=device)
+    return Decomposition(model, config, tokenizer, store.target_spec)
 
 
 def load_component_model(

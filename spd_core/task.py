@@ -21,6 +21,8 @@ class DecompositionTask:
 
     `target_spec` (JSON-able) says how to rebuild the target; `target_state`, when given, is stored
     with the factors so the store is self-contained; `n_features` enables one-hot CI metrics.
+    `eval_batch_fn` draws evaluation batches from held-out data (default: `batch_fn`);
+    `causal_lm` adds next-token CE/KL under masks to the evaluation.
     """
 
     target: nn.Module
@@ -28,6 +30,19 @@ class DecompositionTask:
     target_spec: dict[str, Any]
     target_state: dict[str, Tensor] | None = None
     n_features: int | None = None
+    eval_batch_fn: BatchFn | None = None
+    causal_lm: bool = False
+
+
+def make_task(
+    config: Config, device: torch.device, cache_dir: Path | None = None
+) -> DecompositionTask:
+    """The task for the config's target: a toy target or a Hugging Face model."""
+    if config.target is not None and config.target.kind == "hf":
+        from spd_core.hf.task import hf_task
+
+        return hf_task(config, device, cache_dir)
+    return toy_task(config, device, cache_dir)
 
 
 def toy_task(
@@ -40,6 +55,8 @@ def toy_task(
 
     if config.target is None:
         raise ConfigError("config has no `target`: name a toy target or pass a model from Python")
+    if config.target.kind != "toy":
+        raise ConfigError(f"target: kind '{config.target.kind}' is not a toy target; use make_task")
     try:
         spec = toy_target_spec(config.target.name, **config.target.overrides)
     except ValueError as err:

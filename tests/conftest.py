@@ -46,3 +46,19 @@ def ray_session():
     )
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """all-MiniLM-L6-v2 from its PyPI package (installed by .ci/run)."""
+    from spd_core.hf.loading import load_hf_target
+
+    return load_hf_target("all-minilm-l6-v2")
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """SmolLM2-135M-Instruct from its packaged GGUF (converted once into the spd cache)."""
+    from spd_core.hf.loading import load_hf_target
+
+    return load_hf_target("smollm2-135m")

@@ -3,6 +3,7 @@
 import pytest
 
 from spd_core.config import ConfigError, config_from_dict, load_config
+from spd_core.hf.packaged import PACKAGED_MODELS
 from spd_core.presets import preset_names, resolve_config
 
 BASE = {
@@ -64,4 +65,8 @@ def test_every_preset_validates():
         "resid-mlp-3",
     } <= set(names)
     for name in names:
-        assert resolve_config(name).target.name == name
+        target = resolve_config(name).target
+        if target.kind == "toy":
+            assert target.name == name
+        else:
+            assert target.model in PACKAGED_MODELS, name

@@ -5,7 +5,8 @@ import torch
 
 from spd_core.component_model import ComponentModel
 from spd_core.config import ModulePattern
-from spd_core.metrics.lm_masks import ce_kl_metrics, next_token_ce
+from spd_core.metrics.ci_l0 import l0_per_token
+from spd_core.metrics.lm_masks import CEKLMetric, ce_kl_metrics, next_token_ce
 from tests.test_component_model import TinyLM
 
 
@@ -39,3 +40,26 @@ def test_exact_factorisation_has_zero_kl_unmasked_and_full_unrecovered_at_zero()
     assert m["ce_target"] == pytest.approx(next_token_ce(lm(ids), ids).item(), rel=1e-6)
     for key in ("kl_ci", "kl_stoch", "kl_random", "kl_rounded", "kl_zero"):
         assert m[key] >= 0.0
+
+
+def test_ce_recovery_is_computed_from_batch_averaged_ces():
+    metric = CEKLMetric()
+    metric.update({"ce_target": 1.0, "ce_zero": 5.0, "ce_ci": 2.0, "kl_ci": 0.5})
+    metric.update({"ce_target": 3.0, "ce_zero": 11.0, "ce_ci": 6.0, "kl_ci": 1.5})
+    out = metric.compute()
+    # means: target 2, zero 8, ci 4 -> unrecovered (4 - 2) / (8 - 2) = 1/3, not the mean of the
+    # per-batch ratios 1/4 and 3/8; kl averages plainly
+    assert out["ce_unrecovered_ci"] == pytest.approx(1 / 3)
+    assert out["ce_difference_ci"] == pytest.approx(2.0)
+    assert out["ce_unrecovered_zero"] == pytest.approx(1.0)
+    assert out["kl_ci"] == pytest.approx(1.0)
+    assert "ce_unrecovered_target" not in out
+
+
+def test_l0_per_token_sums_important_components_over_modules():
+    ci = {
+        "a": torch.tensor([[[0.0, 0.2, 0.9], [0.0, 0.0, 0.0]]]),
+        "b": torch.tensor([[[0.5, 0.0], [0.05, 0.3]]]),
+    }
+    assert l0_per_token(ci, 0.1).tolist() == [[3, 1]]
+    assert l0_per_token(ci, 0.0).tolist() == [[3, 2]]

@@ -11,12 +11,14 @@ import torch
 from spd_core.component_model import ModuleSelectionError
 from spd_core.config import Config, ConfigError
 from spd_core.decompose import decompose
+from spd_core.hf.packaged import HFModelError
 from spd_core.parallel.sharding import STRATEGIES
 from spd_core.presets import preset_names, resolve_config
 from spd_core.progress import ProgressEvent
 from spd_core.store import FactorStore, StoreError
 from spd_core.targets.validation import TargetTrainingError
-from spd_core.task import toy_task
+from spd_core.task import make_task
+from spd_core.text.corpora import CorpusError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -96,7 +98,14 @@ def run(args: argparse.Namespace) -> int:
         if args.no_ray:
             return _run_here(args, config)
         return _run_on_ray(args, config)
-    except (ConfigError, ModuleSelectionError, StoreError, TargetTrainingError) as err:
+    except (
+        ConfigError,
+        ModuleSelectionError,
+        StoreError,
+        TargetTrainingError,
+        HFModelError,
+        CorpusError,
+    ) as err:
         return _fail(str(err))
     except KeyboardInterrupt:
         hint = "" if args.no_ray else "; continue it with --resume"
@@ -109,7 +118,7 @@ def _run_here(args: argparse.Namespace, config: Config) -> int:
         return _fail("--no-ray runs one process: --resume and --workers need Ray")
     if Path(args.out).exists() and not args.overwrite:
         return _fail(_existing_store_message(args.out))
-    task = toy_task(config, torch.device(args.device))
+    task = make_task(config, torch.device(args.device))
     print(f"decomposing {args.config} for {config.steps} steps into {args.out}", flush=True)
     result = decompose(
         config,
@@ -140,7 +149,7 @@ def _run_on_ray(args: argparse.Namespace, config: Config) -> int:
         overwrite=args.overwrite,
         verbose=args.verbose,
     )
-    task = toy_task(config, torch.device("cpu"))
+    task = make_task(config, torch.device("cpu"))
     verb = "resuming" if args.resume else "decomposing"
     print(
         f"{verb} {args.config} for {config.steps} steps into {args.out} "

@@ -50,6 +50,10 @@ store's completeness, schema version, code version and the config's target.
                        most (arrows for 2 hidden dims, heat-maps otherwise), with MMCS/ML2R.
   training_curves.png  loss terms (log scale) and L0 per module over training, if recorded.
 
+--component MODULE:INDEX (text models) lists the tokens where that component is most causally
+important on held-out windows of the store's corpus, with their context (--top K of them, from the
+first --windows N held-out windows); with --json they come under the key "component".
+
 A missing, incomplete, corrupt or newer-schema store is an error (exit status 2); use
 --allow-incomplete to look at a store whose run has not finished.
 """
@@ -77,6 +81,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads for --plot (default 1)"
     )
+    p.add_argument(
+        "--component",
+        metavar="MODULE:INDEX",
+        help="text models: the held-out tokens where this component is most causally important",
+    )
+    p.add_argument("--top", type=int, default=10, help="how many contexts --component lists")
+    p.add_argument("--windows", type=int, default=64, help="held-out windows --component searches")
 
 
 def _fail(message: str) -> int:
@@ -135,7 +146,8 @@ def _fmt(value: Any) -> str:
 def _target_text(target: Any) -> str:
     if not isinstance(target, dict):
         return "n/a (no target in the config)"
-    text = f"{target.get('name', '?')} ({target.get('kind', '?')})"
+    name = target.get("name") or target.get("model") or "?"
+    text = f"{name} ({target.get('kind', '?')})"
     if target.get("overrides"):
         text += f" with overrides {json.dumps(target['overrides'], sort_keys=True)}"
     return text
@@ -258,7 +270,21 @@ def run(args: argparse.Namespace) -> int:
         figures = [str(p) for p in report.written]
         skipped = report.skipped
 
+    report = None
+    if args.component is not None:
+        import torch
+
+        from services.commands.component_contexts import component_report
+
+        torch.set_num_threads(args.threads)
+        try:
+            report = component_report(store, args.component, args.top, args.windows)
+        except (StoreError, ValueError) as err:
+            return _fail(str(err))
+
     if args.json:
+        if report is not None:
+            summary["component"] = report
         if args.plot is not None:
             summary["figures"] = figures
             summary["figures_skipped"] = skipped
@@ -270,6 +296,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"figures in {args.plot}" if figures else f"no figures written to {args.plot}")
             for path in figures:
                 print(f"  {path}")
+        if report is not None:
+            from services.commands.component_contexts import format_report
+
+            print("")
+            print(format_report(report))
     for name, reason in skipped.items():
         print(f"spd inspect: skipped {name}: {reason}", file=sys.stderr)
     return 0

@@ -14,7 +14,7 @@ import torch
 from spd_core.config import config_from_dict
 from spd_core.parallel import training_state
 from spd_core.parallel.worker import WorkerPlan, run_worker
-from spd_core.task import toy_task_from_state
+from spd_core.task import make_task, toy_task_from_state
 from spd_core.training_loop import LogRecord, TrainingState
 
 
@@ -25,7 +25,10 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
     torch.set_num_threads(job["threads"])
     device = ray.train.torch.get_device()
     config = config_from_dict(job["config"], source="the job's config")
-    task = toy_task_from_state(job["target_spec"], job["target_state"], device)
+    if job["target_state"] is not None:  # a toy target: exactly the weights the driver trained
+        task = toy_task_from_state(job["target_spec"], job["target_state"], device)
+    else:  # a pretrained model: every worker loads it from the same local files
+        task = make_task(config, device)
     plan = WorkerPlan(
         config=config,
         store=job["store"],

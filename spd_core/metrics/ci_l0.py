@@ -11,3 +11,8 @@ def ci_l0(ci_lower: dict[str, Tensor], threshold: float) -> dict[str, float]:
 def ever_important(ci_lower: dict[str, Tensor], threshold: float) -> dict[str, Tensor]:
     """Per module, a (C,) bool: was the component important at any position of this batch."""
     return {name: (g > threshold).reshape(-1, g.shape[-1]).any(0) for name, g in ci_lower.items()}
+
+
+def l0_per_token(ci_lower: dict[str, Tensor], threshold: float) -> Tensor:
+    """#{(module, c) : g > threshold} at every position (…), summed over modules."""
+    return sum((g > threshold).sum(-1) for g in ci_lower.values())  # type: ignore[return-value]

@@ -40,6 +40,39 @@ def lm_mask_variants(
 
 
 @torch.no_grad()
+def ce_kl_values(
+    model: ComponentModel,
+    acts: StepActivations,
+    ci: CausalImportances,
+    rounding_threshold: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> dict[str, float]:
+    """ce_target, and kl_<mask>, ce_<mask> for every mask set, on one batch of token ids."""
+    tokens = acts.clean.x
+    target_logits = acts.clean.output
+    out: dict[str, float] = {"ce_target": next_token_ce(target_logits, tokens).item()}
+    for name, masks in lm_mask_variants(ci, rounding_threshold, generator).items():
+        logits = model.masked_forward(acts, masks)
+        kl_sum, n = divergence_sum(logits, target_logits, "kl")
+        out[f"kl_{name}"] = (kl_sum / n).item()
+        out[f"ce_{name}"] = next_token_ce(logits, tokens).item()
+    return out
+
+
+def with_ce_recovery(values: dict[str, float]) -> dict[str, float]:
+    """Adds ce_difference_<mask> = CE − CE_target and ce_unrecovered_<mask> =
+    (CE − CE_target) / (CE_zero − CE_target) (0: as good as the target, 1: as bad as ablating all)."""
+    out = dict(values)
+    ce_target = values["ce_target"]
+    denom = values["ce_zero"] - ce_target
+    for key, value in values.items():
+        if key.startswith("ce_") and key != "ce_target":
+            name = key.removeprefix("ce_")
+            out[f"ce_difference_{name}"] = value - ce_target
+            out[f"ce_unrecovered_{name}"] = (value - ce_target) / denom if denom else float("nan")
+    return out
+
+
 def ce_kl_metrics(
     model: ComponentModel,
     acts: StepActivations,
@@ -48,19 +81,20 @@ def ce_kl_metrics(
     generator: torch.Generator | None = None,
 ) -> dict[str, float]:
     """kl_<mask>, ce_<mask>, ce_difference_<mask> and ce_unrecovered_<mask> for every mask set."""
-    tokens = acts.clean.x
-    target_logits = acts.clean.output
-    ce_target = next_token_ce(target_logits, tokens).item()
-    out: dict[str, float] = {"ce_target": ce_target}
-    ce: dict[str, float] = {}
-    for name, masks in lm_mask_variants(ci, rounding_threshold, generator).items():
-        logits = model.masked_forward(acts, masks)
-        kl_sum, n = divergence_sum(logits, target_logits, "kl")
-        out[f"kl_{name}"] = (kl_sum / n).item()
-        ce[name] = next_token_ce(logits, tokens).item()
-        out[f"ce_{name}"] = ce[name]
-    denom = ce["zero"] - ce_target
-    for name, value in ce.items():
-        out[f"ce_difference_{name}"] = value - ce_target
-        out[f"ce_unrecovered_{name}"] = (value - ce_target) / denom if denom else float("nan")
-    return out
+    return with_ce_recovery(ce_kl_values(model, acts, ci, rounding_threshold, generator))
+
+
+class CEKLMetric:
+    """CE/KL under masks averaged over batches; CE recovery computed from the averaged CEs."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def update(self, values: dict[str, float]) -> None:
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.count += 1
+
+    def compute(self) -> dict[str, float]:
+        return with_ce_recovery({k: v / self.count for k, v in self.sums.items()})

@@ -142,10 +142,11 @@ def _finish_store(
     metrics = evaluate(
         model,
         config,
-        task.batch_fn,
+        task.eval_batch_fn or task.batch_fn,
         generator(config.seed, "eval", plan.device),
         config.steps,
         task.n_features,
+        task.causal_lm,
     )
     metrics["faithfulness_warmup_loss"] = float(state.extra["faithfulness_warmup_loss"])
     metrics["restarts"] = state.restarts

@@ -1,0 +1,1 @@
+"""Hugging Face `transformers` targets, loaded only from local files (never from a hub)."""

@@ -1,0 +1,164 @@
+"""Load a `transformers` model and its tokenizer from a local folder, a .gguf file or a package.
+
+A GGUF file is dequantized to fp32 once (about 20 s) and cached as config + tokenizer + state dict
+under `<cache>/hf/<file stem>-<sha256 prefix>/`, from which later loads rebuild it in seconds
+(`save_pretrained` refuses GGUF-loaded models, hence the plain state dict).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from spd_core.hf.packaged import PACKAGED_MODELS, HFModelError, packaged_model_path
+from spd_core.targets.registry import default_cache_dir
+
+WEIGHTS = "weights.pt"
+
+
+@dataclass
+class HFTarget:
+    """A frozen pretrained model, its tokenizer and the spec a store records to rebuild it."""
+
+    model: nn.Module
+    tokenizer: Any
+    spec: dict[str, Any]
+
+    @property
+    def causal_lm(self) -> bool:
+        return bool(self.spec["causal_lm"])
+
+    @property
+    def context_length(self) -> int:
+        return int(self.spec["context_length"])
+
+
+def resolve_source(model: str) -> Path:
+    """A packaged model's path, or an existing local folder / .gguf file."""
+    if model in PACKAGED_MODELS:
+        return packaged_model_path(model)
+    path = Path(model).expanduser()
+    if path.is_dir() or (path.is_file() and path.suffix == ".gguf"):
+        return path.resolve()
+    raise HFModelError(
+        f"model '{model}' is neither a packaged model ({', '.join(PACKAGED_MODELS)}) nor a local "
+        "folder with config.json or a .gguf file; spd never downloads models from a hub"
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def converted_gguf_dir(gguf: Path, cache_dir: Path | None = None) -> tuple[Path, str]:
+    """(folder with config, tokenizer and fp32 weights, the file's sha256), converting once."""
+    sha = _sha256(gguf)
+    root = Path(cache_dir if cache_dir is not None else default_cache_dir()) / "hf"
+    folder = root / f"{gguf.stem}-{sha[:12]}"
+    if (folder / WEIGHTS).is_file():
+        return folder, sha
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=root))
+    try:
+        kwargs = {"gguf_file": gguf.name, "local_files_only": True}
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config  # the weights are plain fp32 now
+        model.config.architectures = [type(model).__name__]
+        model.config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        torch.save(model.state_dict(), tmp / WEIGHTS)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder, sha
+
+
+def _model_class(config: Any, name: str | None) -> type:
+    import transformers
+
+    name = name or next(iter(getattr(config, "architectures", None) or []), None)
+    if name is None:
+        return transformers.AutoModel
+    cls = getattr(transformers, name, None)
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+        raise HFModelError(f"model_class '{name}' is not a transformers model class")
+    return cls
+
+
+def _frozen(model: nn.Module) -> nn.Module:
+    model.config.use_cache = False  # no key/value cache: masked forwards rerun the whole sequence
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def load_hf_target(
+    model: str, model_class: str | None = None, cache_dir: Path | None = None
+) -> HFTarget:
+    """The model named by a packaged name or local path, in fp32, frozen, in eval mode."""
+    from transformers import AutoConfig, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    source = resolve_source(model)
+    gguf_sha = None
+    folder = source
+    if source.is_file():
+        folder, gguf_sha = converted_gguf_dir(source, cache_dir)
+    try:
+        config = AutoConfig.from_pretrained(folder, local_files_only=True)
+        cls = _model_class(config, model_class)
+        if gguf_sha is None:
+            net = cls.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+        else:
+            net = cls(config)
+            state = torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True, mmap=True)
+            net.load_state_dict(state, strict=True)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as err:
+        if isinstance(err, HFModelError):
+            raise
+        detail = str(err) if len(str(err)) < 600 else str(err)[:600] + " …"
+        raise HFModelError(f"cannot load model '{model}' from {folder}: {detail}") from None
+    net = _frozen(net.float())
+    spec = {
+        "kind": "hf",
+        "model": model,
+        "source": str(source),
+        "gguf_sha256": gguf_sha,
+        "converted": str(folder) if gguf_sha else None,
+        "model_class": type(net).__name__,
+        "causal_lm": type(net).__name__.endswith("ForCausalLM"),
+        "context_length": int(getattr(config, "max_position_embeddings", 0) or 0) or None,
+        "vocab_size": int(net.get_input_embeddings().num_embeddings),
+    }
+    return HFTarget(net, tokenizer, spec)
+
+
+def hf_target_from_spec(spec: dict[str, Any], cache_dir: Path | None = None) -> HFTarget:
+    """Rebuild the target a store names; a GGUF source must still be the same file."""
+    model = spec["model"] if spec["model"] in PACKAGED_MODELS else spec["source"]
+    target = load_hf_target(model, spec.get("model_class"), cache_dir)
+    if spec.get("gguf_sha256") and target.spec["gguf_sha256"] != spec["gguf_sha256"]:
+        raise HFModelError(
+            f"model '{spec['model']}' at {target.spec['source']} is not the GGUF file the store "
+            f"was made from (sha256 {spec['gguf_sha256'][:12]}…); reinstall that version"
+        )
+    return target

@@ -1,0 +1,1 @@
+"""Text for language-model targets: cached corpora, token windows, and text/token helpers."""
