@@ -113,9 +113,7 @@ class DecompositionServer:
             )
             ci, batched = await self._batched_importances(job)
             grpc_context.set_trailing_metadata([(BATCH_METADATA, str(batched))])
-            return pb.ComputeImportancesResponse(
-                importances=self.handlers.module_importances(job, ci)
-            )
+            return self.handlers.importances_response(job, ci)
 
         return await self._answer(
             grpc_context, "ComputeImportances", pb.ComputeImportancesResponse, answer
