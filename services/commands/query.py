@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from services.client import Client
-from services.client_messages import Importances
+from services.commands.query_text import run_text_query
 from services.serving.tensor_codec import DTYPES
 
 DESCRIPTION = """\
@@ -182,7 +182,7 @@ def _run_query(client: Client, args: argparse.Namespace) -> tuple[Any, list[str]
     if len(given) != 1:
         raise ValueError("give exactly one of INPUTS, --text or --token-ids")
     if args.inputs is None:
-        return _run_text_query(client, args)
+        return run_text_query(client, args, _components(args.components))
     described = client.get_decomposition(args.name)
     x = _load_inputs(args.inputs, DTYPES[described.input_dtype])
     if args.query == "importances":
@@ -245,85 +245,6 @@ def _components(specs: list[str]) -> dict[str, list[int]]:
         module, _, idx = spec.rpartition(":")
         components[module] = _indices(idx)
     return components
-
-
-def _selected(imp: Importances, top_k: int | None) -> list[tuple[int, int, float]]:
-    """(row, component, value) of one module's importances, in the response's order."""
-    if imp.indices is None:
-        return [(n, c, float(v)) for n, row in enumerate(imp.values) for c, v in enumerate(row)]
-    if top_k is not None:
-        return [
-            (n, int(c), float(v))
-            for n, (cs, vs) in enumerate(zip(imp.indices, imp.values, strict=True))
-            for c, v in zip(cs, vs, strict=True)
-        ]
-    return [(int(n), int(c), float(v)) for (n, c), v in zip(imp.indices, imp.values, strict=True)]
-
-
-def _run_text_query(client: Client, args: argparse.Namespace) -> tuple[Any, list[str]]:
-    """Importances per token, or (decoders) next tokens under masks, of --text / --token-ids."""
-    ids = None if args.token_ids is None else _indices(args.token_ids)
-    if args.query == "importances":
-        got = client.text_importances(
-            args.name, args.text, ids, args.top_k, args.threshold, args.kind
-        )
-        result = {
-            "token_ids": got.ids,
-            "tokens": got.tokens,
-            "importances": {
-                m: {
-                    "values": i.values.tolist(),
-                    "indices": None if i.indices is None else i.indices.tolist(),
-                }
-                for m, i in got.importances.items()
-            },
-        }
-        lines = []
-        for module, imp in got.importances.items():
-            lines.append(module)
-            by_token: dict[int, list[str]] = {}
-            for n, c, v in _selected(imp, args.top_k):
-                by_token.setdefault(n, []).append(f"c{c}={v:.3f}")
-            lines += [
-                f"  {t!r:>16}  {' '.join(by_token.get(n, []))}" for n, t in enumerate(got.tokens)
-            ]
-        return result, lines
-    got = client.text_ablate(
-        args.name,
-        args.mode,
-        args.text,
-        ids,
-        args.top_tokens,
-        components=_components(args.components),
-        modules=args.modules,
-        use_delta=args.delta,
-        n_samples=args.samples,
-        seed=args.seed,
-        rounding_threshold=args.rounding_threshold,
-        divergence=args.divergence,
-    )
-    result = {
-        "token_ids": got.ids,
-        "tokens": got.tokens,
-        "divergence": got.divergence.tolist(),
-        "divergence_type": got.divergence_type,
-        "next_tokens": [[list(t) for t in sample] for sample in got.next_tokens],
-        "target_next_tokens": [list(t) for t in got.target_next_tokens],
-    }
-    if got.outputs is not None:
-        result["outputs"] = got.outputs.tolist()
-        result["target_output"] = None if got.target_output is None else got.target_output.tolist()
-    lines = [f"tokens {got.tokens}", f"divergence ({got.divergence_type}) per sample"]
-    lines += [f"  sample {s}: {_row(d)}" for s, d in enumerate(got.divergence)]
-    if got.next_tokens:
-        lines.append(
-            "  target: " + ", ".join(f"{t!r} {p:.3f}" for _, t, p in got.target_next_tokens)
-        )
-        lines += [
-            f"  sample {s}: " + ", ".join(f"{t!r} {p:.3f}" for _, t, p in sample)
-            for s, sample in enumerate(got.next_tokens)
-        ]
-    return result, lines
 
 
 def run(args: argparse.Namespace) -> int:
