@@ -175,6 +175,19 @@ class Client:
         request = msg.components_request(decomposition, module, components)
         return msg.decode_components(self._call("GetComponents", request))
 
+    def get_component_contexts(
+        self, decomposition: str, module: str, component: int, k: int = 10, n_windows: int = 16
+    ) -> pb.GetComponentContextsResponse:
+        """Language models: the k held-out contexts where `component` of `module` matters most."""
+        request = pb.GetComponentContextsRequest(
+            decomposition=decomposition,
+            module=module,
+            component=component,
+            k=k,
+            n_windows=n_windows,
+        )
+        return self._call("GetComponentContexts", request)
+
 
 class AsyncClient:
     """asyncio client with the same methods as Client, as coroutines (and an async iterator for
@@ -311,3 +324,15 @@ class AsyncClient:
     ) -> msg.Components:
         request = msg.components_request(decomposition, module, components)
         return msg.decode_components(await self._call("GetComponents", request))
+
+    async def get_component_contexts(
+        self, decomposition: str, module: str, component: int, k: int = 10, n_windows: int = 16
+    ) -> pb.GetComponentContextsResponse:
+        request = pb.GetComponentContextsRequest(
+            decomposition=decomposition,
+            module=module,
+            component=component,
+            k=k,
+            n_windows=n_windows,
+        )
+        return await self._call("GetComponentContexts", request)

@@ -182,7 +182,8 @@ def _run_query(client: Client, args: argparse.Namespace) -> tuple[Any, list[str]
     if len(given) != 1:
         raise ValueError("give exactly one of INPUTS, --text or --token-ids")
     if args.inputs is None:
-        return run_text_query(client, args, _components(args.components))
+        listed = _components(args.components) if args.query == "ablate" else {}
+        return run_text_query(client, args, listed)
     described = client.get_decomposition(args.name)
     x = _load_inputs(args.inputs, DTYPES[described.input_dtype])
     if args.query == "importances":

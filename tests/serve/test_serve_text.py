@@ -23,8 +23,10 @@ from spd_core.decompose import decompose
 from spd_core.hf.task import hf_task
 from spd_core.loading import Decomposition, load_decomposition
 from spd_core.queries import MaskSpec, ablated_outputs, importances
+from spd_core.text.contexts import top_contexts
 from spd_core.text.importances import text_importances
 from spd_core.text.tokens import top_next_tokens
+from spd_core.text.windows import eval_windows
 
 pytestmark = pytest.mark.ray
 APP = "spd-text"
@@ -229,3 +231,25 @@ def test_query_cli_with_text(text_server, dec, capsys):
     assert "  target: ' Paris' " in table and "sample 0: ' Paris' " in table
     assert main([*base, "importances", "smol", "--token-ids", "1,49152"]) == 2
     assert "INVALID_ARGUMENT: token_ids: unknown token ids [49152]" in capsys.readouterr().err
+
+
+def test_component_contexts_equal_in_process_and_refusals(text_client, dec):
+    served = text_client.get_component_contexts("smol", MODULE, 2, k=3, n_windows=4)
+    windows = eval_windows(dec.tokenizer, dec.config.target.data, 4)
+    expected = top_contexts(dec.model, dec.tokenizer, windows, MODULE, 2, k=3)
+    assert served.n_windows == 4 and served.corpus == CORPUS and len(served.contexts) == 3
+    assert [(c.window, c.position, c.token, c.before, c.after) for c in served.contexts] == [
+        (c.window, c.position, c.token, c.before, c.after) for c in expected
+    ]
+    np.testing.assert_allclose(
+        [c.importance for c in served.contexts], [c.importance for c in expected], atol=1e-6
+    )
+    refusals = [
+        (("tms", "linear1", 0), {}, grpc.StatusCode.INVALID_ARGUMENT, "'tms' is not a language"),
+        (("smol", MODULE, 4), {}, grpc.StatusCode.NOT_FOUND, "has no component 4: it has C = 4"),
+        (("smol", "model.x", 0), {}, grpc.StatusCode.NOT_FOUND, "module 'model.x' is not"),
+        (("smol", MODULE, 0), {"n_windows": 10_000}, grpc.StatusCode.RESOURCE_EXHAUSTED, "limit"),
+    ]
+    for args, options, code, message in refusals:
+        got, details = _status(lambda: text_client.get_component_contexts(*args, **options))  # noqa: B023
+        assert got == code and message in details, details

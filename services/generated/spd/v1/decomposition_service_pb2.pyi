@@ -298,3 +298,43 @@ class GetComponentsResponse(_message.Message):
     u: _tensor_pb2.Tensor
     v: _tensor_pb2.Tensor
     def __init__(self, components: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., u: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., v: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
+
+class GetComponentContextsRequest(_message.Message):
+    __slots__ = ("decomposition", "module", "component", "k", "n_windows")
+    DECOMPOSITION_FIELD_NUMBER: _ClassVar[int]
+    MODULE_FIELD_NUMBER: _ClassVar[int]
+    COMPONENT_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    N_WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    decomposition: str
+    module: str
+    component: int
+    k: int
+    n_windows: int
+    def __init__(self, decomposition: _Optional[str] = ..., module: _Optional[str] = ..., component: _Optional[int] = ..., k: _Optional[int] = ..., n_windows: _Optional[int] = ...) -> None: ...
+
+class ComponentContext(_message.Message):
+    __slots__ = ("importance", "window", "position", "token", "before", "after")
+    IMPORTANCE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    importance: float
+    window: int
+    position: int
+    token: str
+    before: str
+    after: str
+    def __init__(self, importance: _Optional[float] = ..., window: _Optional[int] = ..., position: _Optional[int] = ..., token: _Optional[str] = ..., before: _Optional[str] = ..., after: _Optional[str] = ...) -> None: ...
+
+class GetComponentContextsResponse(_message.Message):
+    __slots__ = ("corpus", "n_windows", "contexts")
+    CORPUS_FIELD_NUMBER: _ClassVar[int]
+    N_WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXTS_FIELD_NUMBER: _ClassVar[int]
+    corpus: str
+    n_windows: int
+    contexts: _containers.RepeatedCompositeFieldContainer[ComponentContext]
+    def __init__(self, corpus: _Optional[str] = ..., n_windows: _Optional[int] = ..., contexts: _Optional[_Iterable[_Union[ComponentContext, _Mapping]]] = ...) -> None: ...
