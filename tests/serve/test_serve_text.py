@@ -17,7 +17,7 @@ from services.cli import main
 from services.client import AsyncClient, Client
 from services.generated.spd.v1 import decomposition_service_pb2 as pb
 from services.generated.spd.v1 import decomposition_service_pb2_grpc as pb_grpc
-from services.serving.tensor_codec import to_proto
+from services.serving.tensor_codec import from_proto, to_proto
 from spd_core.config import config_from_dict
 from spd_core.decompose import decompose
 from spd_core.hf.task import hf_task
@@ -102,7 +102,7 @@ def test_describes_the_language_model(text_client):
     assert not toy.text_model and list(toy.input_shape) == [5]
 
 
-def test_text_importances_per_token_equal_in_process(text_client, dec):
+def test_text_importances_per_token_equal_in_process(text_client, text_server, dec):
     served = text_client.text_importances("smol", text=TEXT)
     expected = text_importances(dec.model, dec.tokenizer, TEXT, dec.target_spec)
     assert served.tokens == expected.tokens == ["The", " capital", " of", " France", " is"]
@@ -117,6 +117,14 @@ def test_text_importances_per_token_equal_in_process(text_client, dec):
         np.take_along_axis(values, top.indices, 1), top.values, atol=1e-6, rtol=0
     )
     np.testing.assert_allclose(top.values, -np.sort(-values, 1)[:, :2], atol=1e-6, rtol=0)
+    request = pb.StreamImportancesRequest(
+        request=pb.ComputeImportancesRequest(decomposition="smol", text=TEXT)
+    )
+    with grpc.insecure_channel(text_server) as channel:
+        stub = pb_grpc.DecompositionServiceStub(channel)
+        (chunk,) = stub.StreamImportances(request, metadata=[("application", APP)])
+    assert (chunk.start, chunk.stop) == (0, 1)
+    np.testing.assert_allclose(from_proto(chunk.importances[0].values), values, atol=1e-6, rtol=0)
 
 
 def test_async_client_and_upper_importances_of_token_ids(text_server, dec):
