@@ -2,6 +2,7 @@
 
     with Client("127.0.0.1:50051") as client:
         ci = client.compute_importances("resid-mlp-1", x.astype("float32"), top_k=5)
+        per_token = client.text_importances("smollm2-mlp", text="The capital of France is")
 
 Tensors come back as numpy arrays; a refused call raises grpc.RpcError with the server's status
 code and message.
@@ -9,7 +10,8 @@ code and message.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import grpc
 import numpy as np
@@ -128,12 +130,63 @@ class Client:
         )
         return msg.decode_ablation(self._call("Ablate", request))
 
+    def text_importances(
+        self,
+        decomposition: str,
+        text: str | None = None,
+        token_ids: Sequence[int] | None = None,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        kind: str = "lower",
+        modules: Iterable[str] = (),
+    ) -> msg.TextImportances:
+        """Importances per token of one text (tokenized on the server) or token-id sequence."""
+        request = msg.importances_request(
+            decomposition, None, top_k, threshold, kind, modules, text, token_ids
+        )
+        return msg.decode_text_importances(self._call("ComputeImportances", request))
+
+    def text_ablate(
+        self,
+        decomposition: str,
+        mode: str,
+        text: str | None = None,
+        token_ids: Sequence[int] | None = None,
+        top_k_tokens: int = 10,
+        **options: Any,
+    ) -> msg.TextAblation:
+        """Ablate on one text or token-id sequence; `options` as in ablate (components, modules,
+        use_delta, n_samples, seed, rounding_threshold, divergence)."""
+        request = msg.ablate_request(
+            decomposition,
+            None,
+            mode,
+            text=text,
+            token_ids=token_ids,
+            top_k_tokens=top_k_tokens,
+            **options,
+        )
+        return msg.decode_text_ablation(self._call("Ablate", request))
+
     def get_components(
         self, decomposition: str, module: str, components: Iterable[int] = ()
     ) -> msg.Components:
         """Rows of U and V of `components` of `module` (all when empty)."""
         request = msg.components_request(decomposition, module, components)
         return msg.decode_components(self._call("GetComponents", request))
+
+    def get_component_contexts(
+        self, decomposition: str, module: str, component: int, k: int = 10, n_windows: int = 16
+    ) -> pb.GetComponentContextsResponse:
+        """Language models: the k held-out contexts where `component` of `module` matters most."""
+        request = pb.GetComponentContextsRequest(
+            decomposition=decomposition,
+            module=module,
+            component=component,
+            k=k,
+            n_windows=n_windows,
+        )
+        return self._call("GetComponentContexts", request)
 
 
 class AsyncClient:
@@ -231,8 +284,55 @@ class AsyncClient:
         )
         return msg.decode_ablation(await self._call("Ablate", request))
 
+    async def text_importances(
+        self,
+        decomposition: str,
+        text: str | None = None,
+        token_ids: Sequence[int] | None = None,
+        top_k: int | None = None,
+        threshold: float | None = None,
+        kind: str = "lower",
+        modules: Iterable[str] = (),
+    ) -> msg.TextImportances:
+        request = msg.importances_request(
+            decomposition, None, top_k, threshold, kind, modules, text, token_ids
+        )
+        return msg.decode_text_importances(await self._call("ComputeImportances", request))
+
+    async def text_ablate(
+        self,
+        decomposition: str,
+        mode: str,
+        text: str | None = None,
+        token_ids: Sequence[int] | None = None,
+        top_k_tokens: int = 10,
+        **options: Any,
+    ) -> msg.TextAblation:
+        request = msg.ablate_request(
+            decomposition,
+            None,
+            mode,
+            text=text,
+            token_ids=token_ids,
+            top_k_tokens=top_k_tokens,
+            **options,
+        )
+        return msg.decode_text_ablation(await self._call("Ablate", request))
+
     async def get_components(
         self, decomposition: str, module: str, components: Iterable[int] = ()
     ) -> msg.Components:
         request = msg.components_request(decomposition, module, components)
         return msg.decode_components(await self._call("GetComponents", request))
+
+    async def get_component_contexts(
+        self, decomposition: str, module: str, component: int, k: int = 10, n_windows: int = 16
+    ) -> pb.GetComponentContextsResponse:
+        request = pb.GetComponentContextsRequest(
+            decomposition=decomposition,
+            module=module,
+            component=component,
+            k=k,
+            n_windows=n_windows,
+        )
+        return await self._call("GetComponentContexts", request)

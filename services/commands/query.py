@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from services.client import Client
+from services.commands.query_text import run_text_query
 from services.serving.tensor_codec import DTYPES
 
 DESCRIPTION = """\
@@ -18,11 +19,14 @@ Query a running `spd serve` (gRPC) and print a table, or JSON with --json.
   list                               served decompositions
   describe NAME                      modules, C, shapes, training metrics
   importances NAME INPUTS            causal importances (dense, --top-k K or --threshold T)
+  importances NAME --text "..."      per-token importances of a language model's text
   ablate NAME INPUTS --mode MODE     outputs under masks, with the divergence from the target
+  ablate NAME --text "..." --mode M  a language model's next tokens under masks (decoders)
   components NAME MODULE [-c 0,3]    rows of U and V
 
 INPUTS is a .npy file holding (N, *input_shape) or a JSON list such as '[[0,0.8,0,0,0]]';
-values are converted to the decomposition's input dtype.
+values are converted to the decomposition's input dtype. Language models take --text (tokenized
+on the server) or --token-ids 1,2,3 instead of INPUTS.
 """
 
 
@@ -42,6 +46,18 @@ def _connection_options(parser: argparse.ArgumentParser, defaults: bool) -> None
     parser.add_argument(
         "--json", action="store_true", default=default(False), help="print JSON, not a table"
     )
+    parser.add_argument(
+        "--application",
+        default=default(None),
+        help="Serve application name, when the cluster runs several",
+    )
+
+
+def _text_options(parser: argparse.ArgumentParser) -> None:
+    """INPUTS, or --text / --token-ids for language models."""
+    parser.add_argument("inputs", nargs="?", help=".npy file or JSON list of inputs")
+    parser.add_argument("--text", help="language models: text, tokenized on the server")
+    parser.add_argument("--token-ids", help="language models: comma-separated token ids")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -62,13 +78,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     imp = q.add_parser("importances", help="causal importances of inputs", parents=[common])
     imp.add_argument("name")
-    imp.add_argument("inputs", help=".npy file or JSON list of inputs")
+    _text_options(imp)
     imp.add_argument("--top-k", type=int, help="only the k most important components per input")
     imp.add_argument("--threshold", type=float, help="only importances above this value")
     imp.add_argument("--kind", choices=["lower", "upper"], default="lower")
     abl = q.add_parser("ablate", help="outputs with components masked", parents=[common])
     abl.add_argument("name")
-    abl.add_argument("inputs", help=".npy file or JSON list of inputs")
+    _text_options(abl)
+    abl.add_argument("--top-tokens", type=int, default=10, help="causal LMs: next tokens shown")
     abl.add_argument(
         "--mode", required=True, choices=["keep", "ablate", "ci", "rounded_ci", "stochastic"]
     )
@@ -161,6 +178,12 @@ def _run_query(client: Client, args: argparse.Namespace) -> tuple[Any, list[str]
             for c, u, v in zip(got.indices, got.u, got.v, strict=True)
         ]
         return result, lines
+    given = [v for v in (args.inputs, args.text, args.token_ids) if v is not None]
+    if len(given) != 1:
+        raise ValueError("give exactly one of INPUTS, --text or --token-ids")
+    if args.inputs is None:
+        listed = _components(args.components) if args.query == "ablate" else {}
+        return run_text_query(client, args, listed)
     described = client.get_decomposition(args.name)
     x = _load_inputs(args.inputs, DTYPES[described.input_dtype])
     if args.query == "importances":
@@ -189,10 +212,7 @@ def _run_query(client: Client, args: argparse.Namespace) -> tuple[Any, list[str]
                     for (n, c), v in zip(imp.indices, imp.values, strict=True)
                 ]
         return result, lines
-    components = {}
-    for spec in args.components:
-        module, _, idx = spec.rpartition(":")
-        components[module] = _indices(idx)
+    components = _components(args.components)
     got = client.ablate(
         args.name,
         x,
@@ -220,11 +240,19 @@ def _run_query(client: Client, args: argparse.Namespace) -> tuple[Any, list[str]
     return result, lines
 
 
+def _components(specs: list[str]) -> dict[str, list[int]]:
+    components = {}
+    for spec in specs:
+        module, _, idx = spec.rpartition(":")
+        components[module] = _indices(idx)
+    return components
+
+
 def run(args: argparse.Namespace) -> int:
     import grpc
 
     try:
-        with Client(args.address, token=args.token) as client:
+        with Client(args.address, token=args.token, application=args.application) as client:
             result, lines = _run_query(client, args)
     except grpc.RpcError as err:
         print(f"spd query: error: {err.code().name}: {err.details()}", file=sys.stderr)

@@ -1,4 +1,7 @@
-"""The decompositions a server answers for: stores opened at start, models loaded lazily (LRU)."""
+"""The decompositions a server answers for: stores opened at start, models loaded lazily (LRU).
+
+Toy stores carry their target; Hugging Face (language-model) stores name a local model, which is
+loaded with its tokenizer on first use."""
 
 from __future__ import annotations
 
@@ -6,11 +9,12 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from services.serving.errors import not_found, unavailable_store
 from spd_core.component_model import ComponentModel
 from spd_core.config import Config
-from spd_core.loading import load_component_model
+from spd_core.loading import load_component_model, load_decomposition
 from spd_core.queries import IOSignature, io_signature
 from spd_core.store import FactorStore, StoreError
 
@@ -38,6 +42,7 @@ class Loaded:
 
     model: ComponentModel
     config: Config
+    tokenizer: Any | None = None
 
 
 class Catalog:
@@ -49,13 +54,14 @@ class Catalog:
             raise ValueError(f"max_loaded must be >= 1, got {max_loaded}")
         self.max_loaded = max_loaded
         self._stores = {name: FactorStore.open(path) for name, path in stores.items()}
-        self._signatures: dict[str, IOSignature] = {}
+        self._signatures: dict[str, IOSignature | None] = {}
         for name, store in self._stores.items():
             signature = io_signature(store.target_spec)
-            if signature is None:
+            if signature is None and not self.is_text(name):
                 raise StoreError(
-                    f"store {store.path} ({name}): its target is not stored with it; this server "
-                    "serves self-contained (toy-target) stores only"
+                    f"store {store.path} ({name}): target kind "
+                    f"{store.target_spec.get('kind')!r} cannot be served; this server serves "
+                    "toy-target and Hugging Face (hf) stores"
                 )
             self._signatures[name] = signature
         self._loaded: OrderedDict[str, Loaded] = OrderedDict()
@@ -75,10 +81,14 @@ class Catalog:
             )
         return self._stores[name]
 
-    def signature(self, name: str) -> IOSignature:
-        """Input/output shapes and dtype of `name`'s target."""
+    def signature(self, name: str) -> IOSignature | None:
+        """Input/output shapes and dtype of `name`'s target; None for language models."""
         self.store(name)
         return self._signatures[name]
+
+    def is_text(self, name: str) -> bool:
+        """Whether `name` is a language model (takes text or token ids, not tensors)."""
+        return self.store(name).target_spec.get("kind") == "hf"
 
     def loaded_names(self) -> list[str]:
         """Names whose models are in memory, least recently used first."""
@@ -92,10 +102,15 @@ class Catalog:
             self._loaded.move_to_end(name)
             return self._loaded[name]
         try:
-            model, config = load_component_model(store)
+            if self.is_text(name):
+                dec = load_decomposition(store)
+                loaded = Loaded(dec.model.eval(), dec.config, dec.tokenizer)
+            else:
+                model, config = load_component_model(store)
+                loaded = Loaded(model.eval(), config)
         except StoreError as err:
             raise unavailable_store(f"decomposition {name!r} cannot be loaded: {err}") from None
-        self._loaded[name] = Loaded(model.eval(), config)
+        self._loaded[name] = loaded
         while len(self._loaded) > self.max_loaded:
             self._loaded.popitem(last=False)
         return self._loaded[name]

@@ -21,6 +21,7 @@ from ray.serve.grpc_util import RayServegRPCContext
 from services.generated.spd.v1 import decomposition_service_pb2 as pb
 from services.serving.auth import TOKEN_ENV, check_bearer
 from services.serving.catalog import Catalog
+from services.serving.contexts import component_contexts
 from services.serving.errors import RequestError
 from services.serving.handlers import ImportanceJob, QueryHandlers
 from services.serving.limits import Limits
@@ -113,9 +114,7 @@ class DecompositionServer:
             )
             ci, batched = await self._batched_importances(job)
             grpc_context.set_trailing_metadata([(BATCH_METADATA, str(batched))])
-            return pb.ComputeImportancesResponse(
-                importances=self.handlers.module_importances(job, ci)
-            )
+            return self.handlers.importances_response(job, ci)
 
         return await self._answer(
             grpc_context, "ComputeImportances", pb.ComputeImportancesResponse, answer
@@ -151,4 +150,14 @@ class DecompositionServer:
             "GetComponents",
             pb.GetComponentsResponse,
             lambda: self.handlers.get_components(request),
+        )
+
+    async def GetComponentContexts(
+        self, request: pb.GetComponentContextsRequest, grpc_context: RayServegRPCContext
+    ) -> pb.GetComponentContextsResponse:
+        return await self._answer(
+            grpc_context,
+            "GetComponentContexts",
+            pb.GetComponentContextsResponse,
+            lambda: component_contexts(self.handlers.catalog, self.handlers.limits, request),
         )

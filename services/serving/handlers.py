@@ -9,6 +9,7 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +22,9 @@ from services.serving.errors import exhausted, invalid
 from services.serving.importance_selection import Selection, select
 from services.serving.limits import Limits
 from services.serving.tensor_codec import dtype_code, to_proto
-from spd_core.queries import ablated_outputs, importances
+from services.serving.text_inputs import request_input
+from spd_core.queries import AblationResult, ablated_outputs, importances
+from spd_core.text.tokens import top_next_tokens
 
 _DIVERGENCE = {"mse": pb.DIVERGENCE_MSE, "kl": pb.DIVERGENCE_KL}
 
@@ -35,6 +38,8 @@ class ImportanceJob:
     kind: str
     modules: list[str]
     selection: Selection
+    tokens: pb.Tokens | None = None
+    """Language models: the sequence's tokens (inputs are then token ids (1, seq))."""
 
 
 class QueryHandlers:
@@ -51,15 +56,26 @@ class QueryHandlers:
         signature = self.catalog.signature(name)
         metrics = store.metrics
         config = store.config
+        target = config.get("target") or {}
         message = pb.Decomposition(
             name=name,
             store_path=str(store.path),
-            target=str((config.get("target") or {}).get("name", "")),
-            input_shape=list(signature.input_shape),
-            input_dtype=dtype_code(torch.empty(0, dtype=signature.input_dtype).numpy().dtype),
-            output_shape=list(signature.output_shape),
+            target=str(target.get("name") or target.get("model") or ""),
             output_loss_type=str(config.get("output_loss_type", "mse")),
         )
+        if signature is not None:
+            message.input_shape.extend(signature.input_shape)
+            message.input_dtype = dtype_code(
+                torch.empty(0, dtype=signature.input_dtype).numpy().dtype
+            )
+            message.output_shape.extend(signature.output_shape)
+        else:
+            spec = store.target_spec
+            message.text_model = True
+            message.input_dtype = dtype_code(np.dtype(np.int64))
+            message.context_length = int(spec.get("context_length") or 0)
+            message.vocab_size = int(spec.get("vocab_size") or 0)
+            message.causal_lm = bool(spec.get("causal_lm"))
         for module, layout in store.modules.items():
             alive = metrics.get(f"alive/{module}")
             l0 = metrics.get(f"l0/{module}")
@@ -99,29 +115,27 @@ class QueryHandlers:
         name = request.decomposition
         store = self.catalog.store(name)
         chosen = validation.modules(request.modules, list(store.modules), name)
+        inputs, tokens = request_input(request, self.catalog, max_inputs, hint)
         job = ImportanceJob(
             decomposition=name,
-            inputs=validation.decode_inputs(
-                request.inputs,
-                request.HasField("inputs"),
-                self.catalog.signature(name),
-                max_inputs,
-                hint,
-            ),
+            inputs=inputs,
             kind=validation.importance_kind(request.kind),
             modules=chosen,
             selection=validation.selection(request.selection),
+            tokens=tokens,
         )
         self.catalog.load(name)
         return job
 
     def compute(self, jobs: list[ImportanceJob]) -> list[dict[str, Tensor]]:
-        """Importances of every job; jobs on the same decomposition and kind run as one batch."""
+        """Importances of every job; jobs on the same decomposition and kind (and, for token
+        sequences, length) run as one batch."""
         results: list[dict[str, Tensor]] = [{} for _ in jobs]
-        groups: dict[tuple[str, str], list[int]] = {}
+        groups: dict[tuple[str, str, tuple[int, ...]], list[int]] = {}
         for i, job in enumerate(jobs):
-            groups.setdefault((job.decomposition, job.kind), []).append(i)
-        for (name, kind), members in groups.items():
+            key = (job.decomposition, job.kind, tuple(job.inputs.shape[1:]))
+            groups.setdefault(key, []).append(i)
+        for (name, kind, _), members in groups.items():
             model = self.catalog.load(name).model
             batch = torch.cat([jobs[i].inputs for i in members])
             ci = importances(model, batch, kind)  # type: ignore[arg-type]
@@ -133,15 +147,26 @@ class QueryHandlers:
 
     @staticmethod
     def module_importances(job: ImportanceJob, ci: dict[str, Tensor]) -> list[pb.ModuleImportances]:
-        """The requested view (dense, top-k, threshold) of each requested module."""
+        """The requested view (dense, top-k, threshold) of each requested module; for a token
+        sequence, one row per token."""
         out = []
         for module in job.modules:
-            values, indices = select(ci[module], job.selection)
+            rows = ci[module][0] if job.tokens is not None else ci[module]
+            values, indices = select(rows, job.selection)
             entry = pb.ModuleImportances(module=module, values=to_proto(values))
             if indices is not None:
                 entry.indices.CopyFrom(to_proto(indices.astype(np.int64)))
             out.append(entry)
         return out
+
+    def importances_response(
+        self, job: ImportanceJob, ci: dict[str, Tensor]
+    ) -> pb.ComputeImportancesResponse:
+        """The response to `job` given its importances (with the tokens of a sequence)."""
+        response = pb.ComputeImportancesResponse(importances=self.module_importances(job, ci))
+        if job.tokens is not None:
+            response.tokens.CopyFrom(job.tokens)
+        return response
 
     def stream(self, request: pb.StreamImportancesRequest) -> Iterator[pb.ImportancesChunk]:
         """Validate the whole request, then compute and yield it chunk by chunk."""
@@ -160,6 +185,7 @@ class QueryHandlers:
                 job.kind,
                 job.modules,
                 job.selection,
+                job.tokens,
             )
             (ci,) = self.compute([part])
             yield pb.ImportancesChunk(
@@ -173,26 +199,31 @@ class QueryHandlers:
         name = request.decomposition
         store = self.catalog.store(name)
         signature = self.catalog.signature(name)
-        x = validation.decode_inputs(
-            request.inputs,
-            request.HasField("inputs"),
-            signature,
-            self.limits.max_inputs,
-            "split the batch over several requests",
+        x, tokens = request_input(
+            request, self.catalog, self.limits.max_inputs, "split the batch over several requests"
         )
+        # a token sequence's answer grows with its length (the hidden size is not known here)
+        out_size = math.prod(signature.output_shape) if signature else x.shape[-1]
         module_C = {m: layout.C for m, layout in store.modules.items()}
-        spec = validation.mask_spec(
-            request, module_C, len(x), math.prod(signature.output_shape), self.limits
+        spec = validation.mask_spec(request, module_C, len(x), out_size, self.limits)
+        causal = tokens is not None and bool(store.target_spec.get("causal_lm"))
+        k = validation.top_k_tokens(
+            request.top_k_tokens, int(store.target_spec.get("vocab_size", 0))
         )
         loaded = self.catalog.load(name)
         loss = validation.divergence(request.divergence, loaded.config.output_loss_type)
         result = ablated_outputs(loaded.model, x, spec, loss)  # type: ignore[arg-type]
-        return pb.AblateResponse(
-            outputs=to_proto(result.outputs.numpy()),
-            target_output=to_proto(result.target.numpy()),
-            divergence=to_proto(result.divergence.numpy()),
-            divergence_type=_DIVERGENCE[loss],
+        response = pb.AblateResponse(
+            divergence=to_proto(result.divergence.numpy()), divergence_type=_DIVERGENCE[loss]
         )
+        if tokens is not None:
+            response.tokens.CopyFrom(tokens)
+        if causal:
+            _add_next_tokens(response, result, loaded.tokenizer, k)
+        else:
+            response.outputs.CopyFrom(to_proto(result.outputs.numpy()))
+            response.target_output.CopyFrom(to_proto(result.target.numpy()))
+        return response
 
     # ------------------------------------------------------------------ factors
     def get_components(self, request: pb.GetComponentsRequest) -> pb.GetComponentsResponse:
@@ -211,3 +242,20 @@ class QueryHandlers:
             u=to_proto(store.U(module, chosen).astype(np.float32)),
             v=to_proto(store.V(module, chosen).astype(np.float32)),
         )
+
+
+def next_tokens(logits: Tensor, tokenizer: Any, k: int) -> pb.NextTokens:
+    """The k most probable next tokens of one position's logits (vocab,)."""
+    top = top_next_tokens(logits, tokenizer, k)
+    return pb.NextTokens(
+        ids=[i for i, _, _ in top], strings=[t for _, t, _ in top], probs=[p for _, _, p in top]
+    )
+
+
+def _add_next_tokens(
+    response: pb.AblateResponse, result: AblationResult, tokenizer: Any, k: int
+) -> None:
+    """Next-token distributions at the last position: per masked sample, and the target's."""
+    for sample in result.outputs:
+        response.next_tokens.append(next_tokens(sample[0, -1], tokenizer, k))
+    response.target_next_tokens.CopyFrom(next_tokens(result.target[0, -1], tokenizer, k))

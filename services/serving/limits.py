@@ -21,3 +21,5 @@ class Limits:
     """Elements of Ablate's outputs tensor (samples x inputs x output size)."""
     max_components: int = 65_536
     """Rows of U and V in one GetComponents request."""
+    max_context_windows: int = 512
+    """Held-out windows one GetComponentContexts request may search."""

@@ -165,3 +165,13 @@ def divergence(value: int, default: str) -> str:
     if value not in choices:
         raise invalid(f"divergence {value} is not a Divergence; use DIVERGENCE_MSE or _KL")
     return choices[value]
+
+
+def top_k_tokens(value: int, vocab_size: int) -> int:
+    """How many next tokens Ablate returns for a causal LM: 0 means 10; at most the vocabulary."""
+    if value < 0:
+        raise invalid(f"top_k_tokens must be >= 0 (0 means 10), got {value}")
+    k = value or 10
+    if vocab_size and k > vocab_size:
+        raise invalid(f"top_k_tokens {k} exceeds the vocabulary size {vocab_size}; ask for fewer")
+    return k

@@ -65,6 +65,11 @@ class DecompositionServiceStub:
                 request_serializer=spd_dot_v1_dot_decomposition__service__pb2.GetComponentsRequest.SerializeToString,
                 response_deserializer=spd_dot_v1_dot_decomposition__service__pb2.GetComponentsResponse.FromString,
                 _registered_method=True)
+        self.GetComponentContexts = channel.unary_unary(
+                '/spd.v1.DecompositionService/GetComponentContexts',
+                request_serializer=spd_dot_v1_dot_decomposition__service__pb2.GetComponentContextsRequest.SerializeToString,
+                response_deserializer=spd_dot_v1_dot_decomposition__service__pb2.GetComponentContextsResponse.FromString,
+                _registered_method=True)
 
 
 class DecompositionServiceServicer:
@@ -114,6 +119,14 @@ class DecompositionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetComponentContexts(self, request, context):
+        """Language models: the tokens and contexts where one component is most causally important on
+        a fixed held-out slice (the first windows of the eval split) of the decomposition's corpus.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DecompositionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -146,6 +159,11 @@ def add_DecompositionServiceServicer_to_server(servicer, server):
                     servicer.GetComponents,
                     request_deserializer=spd_dot_v1_dot_decomposition__service__pb2.GetComponentsRequest.FromString,
                     response_serializer=spd_dot_v1_dot_decomposition__service__pb2.GetComponentsResponse.SerializeToString,
+            ),
+            'GetComponentContexts': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetComponentContexts,
+                    request_deserializer=spd_dot_v1_dot_decomposition__service__pb2.GetComponentContextsRequest.FromString,
+                    response_serializer=spd_dot_v1_dot_decomposition__service__pb2.GetComponentContextsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -311,6 +329,33 @@ class DecompositionService:
             '/spd.v1.DecompositionService/GetComponents',
             spd_dot_v1_dot_decomposition__service__pb2.GetComponentsRequest.SerializeToString,
             spd_dot_v1_dot_decomposition__service__pb2.GetComponentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetComponentContexts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spd.v1.DecompositionService/GetComponentContexts',
+            spd_dot_v1_dot_decomposition__service__pb2.GetComponentContextsRequest.SerializeToString,
+            spd_dot_v1_dot_decomposition__service__pb2.GetComponentContextsResponse.FromString,
             options,
             channel_credentials,
             insecure,
