@@ -24,34 +24,9 @@ from spd_core.text.contexts import component_importances
 from spd_core.text.importances import text_importances, token_importances
 from spd_core.text.tokens import TextInputError, check_token_ids, encode_text
 from spd_core.text.windows import eval_windows
+from tests.hf_configs import tiny_hf_config
 
-FIXTURE = str(Path(__file__).parent / "fixtures" / "tiny_corpus")
 CPU = torch.device("cpu")
-
-
-def _config(model: str, modules: dict[str, int], **fields) -> dict:
-    """A few-step recipe on the fixture text."""
-    return {
-        "target": {
-            "kind": "hf",
-            "model": model,
-            "data": {"corpus": FIXTURE, "seq_len": 12, "eval_fraction": 0.3},
-        },
-        "module_info": [{"module_pattern": p, "C": c} for p, c in modules.items()],
-        "pretrained_model_output_attr": "logits",
-        "loss_metric_configs": [
-            {"classname": "ImportanceMinimalityLoss", "coeff": 3e-4, "pnorm": 2.0},
-            {"classname": "StochasticReconSubsetLoss", "coeff": 1.0},
-        ],
-        "output_loss_type": "kl",
-        "batch_size": 2,
-        "steps": 3,
-        "train_log_freq": 1,
-        "autocast_bf16": False,
-        "ci_alive_threshold": 0.0,
-        "eval": {"n_eval_batches": 1},
-        **fields,
-    }
 
 
 def test_smollm2_loads_from_its_gguf_and_knows_the_capital_of_france(smollm2):
@@ -94,18 +69,22 @@ def test_text_longer_than_the_context_and_unknown_ids_are_rejected(minilm):
 
 def test_task_rejects_windows_beyond_the_context_and_kl_without_logits():
     modules = {"encoder.layer.0.intermediate.dense": 4}
-    long = _config("all-minilm-l6-v2", modules, pretrained_model_output_attr="last_hidden_state")
+    long = tiny_hf_config(
+        "all-minilm-l6-v2", modules, pretrained_model_output_attr="last_hidden_state"
+    )
     long["target"]["data"]["seq_len"] = 600
     with pytest.raises(ConfigError, match="600 tokens exceed the model's context of 512"):
         hf_task(config_from_dict(long), CPU)
-    kl = _config("all-minilm-l6-v2", modules, pretrained_model_output_attr="last_hidden_state")
+    kl = tiny_hf_config(
+        "all-minilm-l6-v2", modules, pretrained_model_output_attr="last_hidden_state"
+    )
     with pytest.raises(ConfigError, match="BertModel is not a causal LM"):
         hf_task(config_from_dict(kl), CPU)
 
 
 def test_one_smollm2_layer_decomposed_stored_reloaded_and_queried_with_text(tmp_path):
     module = "model.layers.3.mlp.down_proj"
-    config = config_from_dict(_config("smollm2-135m", {module: 6}, eval_batch_size=2))
+    config = config_from_dict(tiny_hf_config("smollm2-135m", {module: 6}, eval_batch_size=2))
     result = decompose(config, hf_task(config, CPU), out=tmp_path / "smol.zarr")
 
     store = FactorStore.open(tmp_path / "smol.zarr")
@@ -133,7 +112,7 @@ def test_one_smollm2_layer_decomposed_stored_reloaded_and_queried_with_text(tmp_
 
 def test_minilm_from_the_cli_then_inspect_a_component(tmp_path, capsys):
     module = "encoder.layer.0.intermediate.dense"
-    cfg = _config("all-minilm-l6-v2", {module: 5}, output_loss_type="mse")
+    cfg = tiny_hf_config("all-minilm-l6-v2", {module: 5}, output_loss_type="mse")
     cfg["pretrained_model_output_attr"] = "last_hidden_state"
     path = tmp_path / "minilm.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -160,7 +139,7 @@ def test_minilm_from_the_cli_then_inspect_a_component(tmp_path, capsys):
 
 def test_cli_errors_for_an_unfetched_corpus_and_a_bad_pattern(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SPD_CACHE_DIR", str(tmp_path / "empty-cache"))
-    cfg = _config("all-minilm-l6-v2", {"encoder.layer.0.intermediate.dense": 4})
+    cfg = tiny_hf_config("all-minilm-l6-v2", {"encoder.layer.0.intermediate.dense": 4})
     cfg.update(output_loss_type="mse", pretrained_model_output_attr="last_hidden_state")
     cfg["target"]["data"]["corpus"] = "moby-dick"
     path = tmp_path / "c.yaml"

@@ -132,6 +132,8 @@ def _run_here(args: argparse.Namespace, config: Config) -> int:
 
 
 def _run_on_ray(args: argparse.Namespace, config: Config) -> int:
+    from ray.train import TrainingFailedError
+
     from services.ray_cluster import ClusterError
     from services.train.job import JobOptions, run_job
 
@@ -162,13 +164,11 @@ def _run_on_ray(args: argparse.Namespace, config: Config) -> int:
         )
     except ClusterError as err:
         return _fail(str(err))
-    except Exception as err:  # a worker failed for good: say why, keep the store and checkpoints
-        if type(err).__module__.startswith("ray."):
-            return _fail(
-                f"the Ray job failed: {err}\n{args.out} is left incomplete; fix the cause and "
-                "continue with --resume"
-            )
-        raise
+    except TrainingFailedError as err:  # a worker failed for good: keep store and checkpoints
+        return _fail(
+            f"the Ray job failed: {err}\n{args.out} is left incomplete; fix the cause and "
+            "continue with --resume"
+        )
     return _summary(args.out, metrics)
 
 

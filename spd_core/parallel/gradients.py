@@ -23,5 +23,5 @@ def average_gradients(params: list[nn.Parameter], world_size: int) -> None:
     offset = 0
     for p, g in zip(params, grads, strict=True):
         n = g.numel()
-        p.grad = flat[offset : offset + n].view_as(p).clone()
+        p.grad = flat[offset : offset + n].view_as(p)  # views of this step's buffer: no copy
         offset += n

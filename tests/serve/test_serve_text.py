@@ -27,38 +27,18 @@ from spd_core.text.contexts import top_contexts
 from spd_core.text.importances import text_importances
 from spd_core.text.tokens import top_next_tokens
 from spd_core.text.windows import eval_windows
+from tests.hf_configs import FIXTURE, tiny_hf_config
 
 pytestmark = pytest.mark.ray
 APP = "spd-text"
 MODULE = "model.layers.3.mlp.down_proj"
 TEXT = "The capital of France is"
-CORPUS = str(Path(__file__).parents[1] / "fixtures" / "tiny_corpus")
 
 
 @pytest.fixture(scope="module")
 def text_store(tmp_path_factory) -> Path:
     """SmolLM2 with one MLP projection decomposed (C=4) for two steps on the fixture text."""
-    cfg = {
-        "target": {
-            "kind": "hf",
-            "model": "smollm2-135m",
-            "data": {"corpus": CORPUS, "seq_len": 8, "eval_fraction": 0.3},
-        },
-        "module_info": [{"module_pattern": MODULE, "C": 4}],
-        "pretrained_model_output_attr": "logits",
-        "loss_metric_configs": [
-            {"classname": "ImportanceMinimalityLoss", "coeff": 3e-4, "pnorm": 2.0},
-            {"classname": "StochasticReconSubsetLoss", "coeff": 1.0},
-        ],
-        "output_loss_type": "kl",
-        "batch_size": 2,
-        "eval_batch_size": 2,
-        "steps": 2,
-        "train_log_freq": 1,
-        "autocast_bf16": False,
-        "ci_alive_threshold": 0.0,
-        "eval": {"n_eval_batches": 1},
-    }
+    cfg = tiny_hf_config("smollm2-135m", {MODULE: 4}, seq_len=8, steps=2, eval_batch_size=2)
     config = config_from_dict(cfg)
     path = tmp_path_factory.mktemp("text-store") / "smol.zarr"
     decompose(config, hf_task(config, torch.device("cpu")), out=path)
@@ -245,7 +225,7 @@ def test_component_contexts_equal_in_process_and_refusals(text_client, dec):
     served = text_client.get_component_contexts("smol", MODULE, 2, k=3, n_windows=4)
     windows = eval_windows(dec.tokenizer, dec.config.target.data, 4)
     expected = top_contexts(dec.model, dec.tokenizer, windows, MODULE, 2, k=3)
-    assert served.n_windows == 4 and served.corpus == CORPUS and len(served.contexts) == 3
+    assert served.n_windows == 4 and served.corpus == FIXTURE and len(served.contexts) == 3
     assert [(c.window, c.position, c.token, c.before, c.after) for c in served.contexts] == [
         (c.window, c.position, c.token, c.before, c.after) for c in expected
     ]
