@@ -17,6 +17,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from spd_core.ci_mlp_kernel import per_component_gelu_mlp
+
 CIFnType = Literal["mlp", "vector_mlp", "shared_mlp"]
 
 
@@ -42,6 +44,9 @@ class ParallelMLP(nn.Module):
 
     def forward(self, x: Tensor, shared_input: bool) -> Tensor:
         n = len(self.weights)
+        if n == 2 and self.d_in == 1 and not shared_input:  # the paper's `mlp`: one fused op
+            (w1, w2), (b1, b2) = self.weights, self.biases
+            return per_component_gelu_mlp(x, w1[:, 0, :], b1, w2[:, :, 0], b2[:, 0])
         h = x
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             last = i == n - 1
