@@ -70,6 +70,15 @@ class CleanPass:
     inputs: dict[str, Tensor]
     products: dict[str, Tensor]
     order: list[str]
+    _nonzero: dict[str, Tensor] = field(default_factory=dict)
+
+    def nonzero_positions(self, name: str) -> Tensor:
+        """Bool per position (every dim but the last) of a floating-point module input: any
+        entry non-zero. Computed once per module and pass."""
+        if name not in self._nonzero:
+            flat = self.inputs[name].reshape(-1, self.inputs[name].shape[-1])
+            self._nonzero[name] = (flat.amax(-1) != 0) | (flat.amin(-1) != 0)
+        return self._nonzero[name]
 
 
 @dataclass
@@ -92,6 +101,10 @@ class StepActivations:
         if name not in self._inner:
             self._inner[name] = self.model.components_of(name).inner_acts(self.clean.inputs[name])
         return self._inner[name]
+
+    def cached_inner(self) -> dict[str, Tensor]:
+        """The inner activations computed so far, by module."""
+        return dict(self._inner)
 
 
 def _key(name: str) -> str:
@@ -204,7 +217,7 @@ class ComponentModel(nn.Module):
         for name in self.module_names:
             fn = self.ci_fn_of(name)
             inp = acts.inner(name) if fn.takes_inner_acts else acts.clean.inputs[name].float()
-            z = _skipping_zero_inputs(fn, inp, acts.clean.inputs[name])
+            z = _skipping_zero_inputs(fn, inp, acts.clean, name)
             upper[name] = self.upper_sigmoid(z)
             if sampling == "binomial":
                 noise = torch.rand(z.shape, generator=generator, device=z.device, dtype=z.dtype)
@@ -269,16 +282,15 @@ class ComponentModel(nn.Module):
         return forward
 
 
-def _skipping_zero_inputs(fn: nn.Module, inp: Tensor, module_input: Tensor) -> Tensor:
+def _skipping_zero_inputs(fn: nn.Module, inp: Tensor, clean: CleanPass, name: str) -> Tensor:
     """fn(inp), evaluated once for all positions whose module input is exactly zero.
 
     Sparse data (the toy models) leave most positions with an all-zero input; there h = xV = 0
     too, so every such position has the same CI and contributes no gradient to V. Computing it
     once gives identical values and gradients at a fraction of the cost.
     """
-    if module_input.is_floating_point():
-        flat_x = module_input.reshape(-1, module_input.shape[-1])
-        active = (flat_x != 0).any(-1)
+    if clean.inputs[name].is_floating_point():
+        active = clean.nonzero_positions(name)
         n_active = int(active.sum())
         if n_active < 0.75 * active.numel():
             flat_in = inp.reshape(-1, inp.shape[-1])

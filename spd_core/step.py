@@ -10,7 +10,7 @@ from torch import Tensor
 
 from spd_core.component_model import CausalImportances, ComponentModel
 from spd_core.config import Config
-from spd_core.losses import LossContext, compute_losses, faithfulness_loss
+from spd_core.losses import compute_losses, faithfulness_loss, skipping_inert_rows
 
 
 @dataclass
@@ -38,7 +38,8 @@ def step_loss(
     with autocast_context(config, batch.device):
         acts = model.prepare(batch)
         ci = model.causal_importances(acts, config.sampling, generator)
-        ctx = LossContext(model, acts, ci, config, step / config.steps, generator, world_size)
+        frac = step / config.steps
+        ctx = skipping_inert_rows(model, acts, ci, config, frac, generator, world_size)
         total, terms = compute_losses(ctx)
     return StepResult(total, terms, ci)
 

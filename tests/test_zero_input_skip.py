@@ -26,7 +26,7 @@ def test_skipping_zero_inputs_changes_nothing(fn_type, monkeypatch):
         )
 
     loss_skip, grads_skip = ci_loss_and_grads()
-    monkeypatch.setattr(cm, "_skipping_zero_inputs", lambda fn, inp, module_input: fn(inp))
+    monkeypatch.setattr(cm, "_skipping_zero_inputs", lambda fn, inp, clean, name: fn(inp))
     loss_full, grads_full = ci_loss_and_grads()
     torch.testing.assert_close(loss_skip, loss_full)
     for a, b in zip(grads_skip, grads_full, strict=True):

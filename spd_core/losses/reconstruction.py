@@ -15,7 +15,7 @@ Routing = str  # "all" | "layerwise" | "subset"
 
 
 def mean_divergence(ctx: LossContext, forwards: list[dict[str, ModuleMask]]) -> Tensor:
-    """Σ D over the masked forwards / total count."""
+    """Σ D over the masked forwards / total count (over the whole batch: × `ctx.row_fraction`)."""
     total: Tensor | float = 0.0
     count = 0
     target = ctx.acts.clean.output
@@ -24,7 +24,7 @@ def mean_divergence(ctx: LossContext, forwards: list[dict[str, ModuleMask]]) -> 
             ctx.model.masked_forward(ctx.acts, masks), target, ctx.config.output_loss_type
         )
         total, count = total + s, count + n
-    return total / count  # type: ignore[operator]
+    return total / count * ctx.row_fraction  # type: ignore[operator]
 
 
 def route(
