@@ -102,10 +102,6 @@ class StepActivations:
             self._inner[name] = self.model.components_of(name).inner_acts(self.clean.inputs[name])
         return self._inner[name]
 
-    def cached_inner(self) -> dict[str, Tensor]:
-        """The inner activations computed so far, by module."""
-        return dict(self._inner)
-
 
 def _key(name: str) -> str:
     return name.replace(".", "-")

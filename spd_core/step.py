@@ -10,14 +10,15 @@ from torch import Tensor
 
 from spd_core.component_model import CausalImportances, ComponentModel
 from spd_core.config import Config
-from spd_core.losses import compute_losses, faithfulness_loss, skipping_inert_rows
+from spd_core.losses import compute_losses, faithfulness_loss, step_context
 
 
 @dataclass
 class StepResult:
     total: Tensor
     terms: dict[str, Tensor]
-    ci: CausalImportances
+    ci: CausalImportances  # of the rows the step kept; each stands for item_weights[row] items
+    item_weights: Tensor | None
 
 
 def autocast_context(config: Config, device: torch.device) -> contextlib.AbstractContextManager:
@@ -36,12 +37,9 @@ def step_loss(
 ) -> StepResult:
     """Clean pass → causal importances → every configured loss term, for `step` of `config.steps`."""
     with autocast_context(config, batch.device):
-        acts = model.prepare(batch)
-        ci = model.causal_importances(acts, config.sampling, generator)
-        frac = step / config.steps
-        ctx = skipping_inert_rows(model, acts, ci, config, frac, generator, world_size)
+        ctx = step_context(model, batch, config, step / config.steps, generator, world_size)
         total, terms = compute_losses(ctx)
-    return StepResult(total, terms, ci)
+    return StepResult(total, terms, ctx.ci, ctx.item_weights)
 
 
 def clip_gradients(model: ComponentModel, config: Config) -> None:

@@ -100,7 +100,7 @@ def run_steps(
         if on_log is not None and (done % config.train_log_freq == 0 or done == config.steps):
             terms = {k: v.detach() for k, v in result.terms.items()}
             terms["total"] = result.total.detach()
-            l0 = ci_l0(result.ci.lower, config.ci_alive_threshold)
+            l0 = ci_l0(result.ci.lower, config.ci_alive_threshold, result.item_weights)
             on_log(LogRecord(done, *_mean_over_ranks(terms, l0, world_size), lr))
         if after_step is not None:
             after_step(state)

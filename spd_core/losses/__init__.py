@@ -7,7 +7,7 @@ from collections.abc import Callable
 from torch import Tensor
 
 from spd_core import config as C
-from spd_core.losses.context import LossContext, skipping_inert_rows
+from spd_core.losses.context import LossContext, step_context
 from spd_core.losses.faithfulness import faithfulness_loss
 from spd_core.losses.importance_minimality import current_p, importance_minimality_loss
 from spd_core.losses.pgd import pgd_recon
@@ -23,7 +23,12 @@ LOSS_FUNCTIONS: dict[type, Callable[[object, LossContext], Tensor]] = {
     C.CIMaskedReconSubsetLoss: lambda cfg, ctx: ci_masked_recon(ctx, "subset"),
     C.UnmaskedReconLoss: lambda cfg, ctx: unmasked_recon(ctx),
     C.ImportanceMinimalityLoss: lambda cfg, ctx: importance_minimality_loss(
-        ctx.ci_upper_for_importance, current_p(cfg, ctx.frac), cfg.beta, cfg.eps, ctx.world_size
+        ctx.ci.upper,
+        current_p(cfg, ctx.frac),
+        cfg.beta,
+        cfg.eps,
+        ctx.world_size,
+        ctx.item_weights,
     ),
     C.PGDReconLoss: lambda cfg, ctx: pgd_recon(ctx, cfg, "all"),
     C.PGDReconLayerwiseLoss: lambda cfg, ctx: pgd_recon(ctx, cfg, "layerwise"),
@@ -47,5 +52,5 @@ __all__ = [
     "compute_losses",
     "faithfulness_loss",
     "importance_minimality_loss",
-    "skipping_inert_rows",
+    "step_context",
 ]

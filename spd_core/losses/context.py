@@ -9,14 +9,13 @@ from torch import Tensor
 
 from spd_core.component_model import CausalImportances, ComponentModel, StepActivations
 from spd_core.config import Config
-from spd_core.inert_rows import active_rows, restrict
+from spd_core.inert_rows import representative_items, restrict
 
 
 @dataclass
 class LossContext:
-    """`acts` and `ci` are what masked forwards run on; `importance_upper` (default `ci.upper`) is
-    what importance minimality sees; reconstruction means are multiplied by `row_fraction`, the
-    share of the batch's items that `acts` holds (see `spd_core.inert_rows`)."""
+    """`acts` and `ci` cover the rows the masked forwards run on. `item_weights` (rows,), when
+    set, says how many batch items each row stands for (see `spd_core.inert_rows`)."""
 
     model: ComponentModel
     acts: StepActivations
@@ -25,30 +24,31 @@ class LossContext:
     frac: float  # step / steps
     generator: torch.Generator | None
     world_size: int = 1
-    importance_upper: dict[str, Tensor] | None = None
-    row_fraction: float = 1.0
+    item_weights: Tensor | None = None
 
     @property
-    def ci_upper_for_importance(self) -> dict[str, Tensor]:
-        return self.ci.upper if self.importance_upper is None else self.importance_upper
+    def row_fraction(self) -> float:
+        """Rows held / batch items: reconstruction means over the rows × this = over the batch."""
+        if self.item_weights is None:
+            return 1.0
+        return self.item_weights.numel() / float(self.item_weights.sum())
 
 
-def skipping_inert_rows(
+def step_context(
     model: ComponentModel,
-    acts: StepActivations,
-    ci: CausalImportances,
+    batch: Tensor,
     config: Config,
     frac: float,
     generator: torch.Generator | None,
     world_size: int = 1,
 ) -> LossContext:
-    """A context whose masked forwards skip the batch items they cannot change; every loss term
-    has the value (and gradients) it has on the whole batch."""
-    rows = active_rows(acts.clean)
-    if rows is None:
-        return LossContext(model, acts, ci, config, frac, generator, world_size)
-    sub_acts, sub_ci = restrict(acts, ci, rows)
-    fraction = rows.numel() / acts.clean.x.shape[0]
-    return LossContext(
-        model, sub_acts, sub_ci, config, frac, generator, world_size, ci.upper, fraction
-    )
+    """Clean pass and causal importances of a batch, keeping only the items a masked forward can
+    change plus one that stands for the rest; every loss term has its whole-batch value."""
+    acts = model.prepare(batch)
+    weights = None
+    subset = representative_items(acts.clean)
+    if subset is not None:
+        rows, weights = subset
+        acts = restrict(acts, rows)
+    ci = model.causal_importances(acts, config.sampling, generator)
+    return LossContext(model, acts, ci, config, frac, generator, world_size, weights)
