@@ -52,7 +52,8 @@ def _set_status(context: RayServegRPCContext, err: Exception, method: str) -> No
 @serve.deployment(name="DecompositionService", max_ongoing_requests=64)
 class DecompositionServer:
     """Serves the stores in `stores` ({name: path}). `token` (or $SPD_SERVE_TOKEN) makes every
-    call need `authorization: Bearer <token>`; `max_batch_size` 1 turns batching off."""
+    call need `authorization: Bearer <token>`; `max_batch_size` 1 turns batching off (each call
+    runs its own forward, without going through `@serve.batch`)."""
 
     def __init__(
         self,
@@ -70,6 +71,7 @@ class DecompositionServer:
         self._batched_importances.set_max_batch_size(max_batch_size)
         self._batched_importances.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self._importance_calls = LoneCallGate()
+        self._batching = max_batch_size > 1
 
     async def _answer(
         self,
@@ -116,7 +118,7 @@ class DecompositionServer:
                 "split the batch over several requests or use StreamImportances",
             )
             async with self._importance_calls.enter() as alone:
-                if alone:
+                if alone or not self._batching:
                     (ci,), batched = self.handlers.compute([job]), 1
                 else:
                     ci, batched = await self._batched_importances(job)
