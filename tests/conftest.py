@@ -38,6 +38,9 @@ def ray_session():
     """
     import ray
 
+    from services.serving.app import set_serve_env
+
+    set_serve_env()  # Serve runs as `spd serve` runs it
     ray.init(
         num_cpus=8,
         include_dashboard=False,

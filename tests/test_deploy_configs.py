@@ -10,7 +10,7 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from services.serving.app import APP_NAME, SERVICER_FUNCTIONS, AppArgs
+from services.serving.app import APP_NAME, SERVE_ENV, SERVICER_FUNCTIONS, AppArgs
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 
@@ -53,3 +53,12 @@ def test_ray_service_exposes_grpc_and_mounts_the_stores():
         yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]["args"]
     ).stores
     assert all(any(s.startswith(m) for m in mounts) for s in stores)
+
+
+def test_ray_service_sets_the_serve_environment_on_every_node():
+    cluster = yaml.safe_load((DEPLOY / "rayservice.yaml").read_text())["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for group in groups:
+        (container,) = group["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert SERVE_ENV.items() <= env.items()

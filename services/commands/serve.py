@@ -60,9 +60,10 @@ def run(args: argparse.Namespace) -> int:
     from ray import serve
 
     from services.ray_cluster import ClusterError, connect
-    from services.serving.app import start
+    from services.serving.app import set_serve_env, start
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    set_serve_env()
     try:
         connect(args.address)
     except ClusterError as err:

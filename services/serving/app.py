@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +19,18 @@ SERVICER_FUNCTIONS = [
     "services.generated.spd.v1.decomposition_service_pb2_grpc."
     "add_DecompositionServiceServicer_to_server"
 ]
+SERVE_ENV = {"RAY_SERVE_PROXY_USE_GRPC": "1"}
+"""Ray Serve settings read from the environment of Ray's processes: the proxy forwards requests
+to replicas over gRPC instead of Ray actor calls (part of Ray's RAY_SERVE_THROUGHPUT_OPTIMIZED;
+about 2 ms less CPU per request on a 2-core machine)."""
+
+
+def set_serve_env() -> None:
+    """Put SERVE_ENV in this process's environment (values already set win). Call it before this
+    process starts Ray: a local Ray's processes inherit it; a cluster started elsewhere needs the
+    same variables in its own environment (deploy/rayservice.yaml sets them)."""
+    for key, value in SERVE_ENV.items():
+        os.environ.setdefault(key, value)
 
 
 class AppArgs(BaseModel):

@@ -2,7 +2,8 @@
 
 Each method authenticates the call, runs the handler, and turns a refusal into its gRPC status
 (and anything unexpected into INTERNAL with a short message: tracebacks stay in the server log).
-ComputeImportances requests that arrive together are answered by one batched forward.
+ComputeImportances requests that arrive together are answered by one batched forward; a request
+that arrives alone runs at once, without waiting for the batch window.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from services.serving.contexts import component_contexts
 from services.serving.errors import RequestError
 from services.serving.handlers import ImportanceJob, QueryHandlers
 from services.serving.limits import Limits
+from services.serving.lone_calls import LoneCallGate
 
 logger = logging.getLogger("ray.serve")
 Response = TypeVar("Response")
@@ -50,7 +52,8 @@ def _set_status(context: RayServegRPCContext, err: Exception, method: str) -> No
 @serve.deployment(name="DecompositionService", max_ongoing_requests=64)
 class DecompositionServer:
     """Serves the stores in `stores` ({name: path}). `token` (or $SPD_SERVE_TOKEN) makes every
-    call need `authorization: Bearer <token>`; `max_batch_size` 1 turns batching off."""
+    call need `authorization: Bearer <token>`; `max_batch_size` 1 turns batching off (each call
+    runs its own forward, without going through `@serve.batch`)."""
 
     def __init__(
         self,
@@ -67,6 +70,8 @@ class DecompositionServer:
         self.token = token or os.environ.get(TOKEN_ENV) or None
         self._batched_importances.set_max_batch_size(max_batch_size)
         self._batched_importances.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self._importance_calls = LoneCallGate()
+        self._batching = max_batch_size > 1
 
     async def _answer(
         self,
@@ -112,7 +117,11 @@ class DecompositionServer:
                 self.handlers.limits.max_inputs,
                 "split the batch over several requests or use StreamImportances",
             )
-            ci, batched = await self._batched_importances(job)
+            async with self._importance_calls.enter() as alone:
+                if alone or not self._batching:
+                    (ci,), batched = self.handlers.compute([job]), 1
+                else:
+                    ci, batched = await self._batched_importances(job)
             grpc_context.set_trailing_metadata([(BATCH_METADATA, str(batched))])
             return self.handlers.importances_response(job, ci)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -50,3 +51,15 @@ def test_query_table_and_refusal(server, capsys):
 def test_serve_refuses_a_missing_store_before_starting_ray(tmp_path, capsys):
     assert main(["serve", str(tmp_path / "none.zarr")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_serve_environment_keeps_values_already_set(monkeypatch):
+    from services.serving.app import SERVE_ENV, set_serve_env
+
+    key = next(iter(SERVE_ENV))
+    monkeypatch.setenv(key, "0")
+    set_serve_env()
+    assert os.environ[key] == "0"
+    monkeypatch.delenv(key)
+    set_serve_env()
+    assert os.environ[key] == SERVE_ENV[key]
