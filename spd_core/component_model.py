@@ -80,6 +80,10 @@ class CleanPass:
             self._nonzero[name] = (flat.amax(-1) != 0) | (flat.amin(-1) != 0)
         return self._nonzero[name]
 
+    def computed_nonzero_positions(self) -> dict[str, Tensor]:
+        """The `nonzero_positions` computed so far, by module."""
+        return dict(self._nonzero)
+
 
 @dataclass
 class CausalImportances:

@@ -44,13 +44,20 @@ def representative_items(clean: CleanPass) -> tuple[Tensor, Tensor] | None:
 
 
 def restrict(acts: StepActivations, rows: Tensor) -> StepActivations:
-    """The clean pass of `rows` only (CI and inner activations are then computed on those)."""
+    """The clean pass of `rows` only (CI and inner activations are then computed on those); the
+    non-zero positions found while choosing the rows are kept, not recomputed."""
     clean = acts.clean
+    batch = clean.x.shape[0]
+    nonzero = {
+        n: m.reshape(batch, -1)[rows].reshape(-1)
+        for n, m in clean.computed_nonzero_positions().items()
+    }
     sub = CleanPass(
         clean.x[rows],
         clean.output[rows],
         {n: t[rows] for n, t in clean.inputs.items()},
         {n: t[rows] for n, t in clean.products.items()},
         clean.order,
+        nonzero,
     )
     return StepActivations(acts.model, sub)
