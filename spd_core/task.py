@@ -22,7 +22,9 @@ class DecompositionTask:
     `target_spec` (JSON-able) says how to rebuild the target; `target_state`, when given, is stored
     with the factors so the store is self-contained; `n_features` enables one-hot CI metrics.
     `eval_batch_fn` draws evaluation batches from held-out data (default: `batch_fn`);
-    `causal_lm` adds next-token CE/KL under masks to the evaluation.
+    `causal_lm` adds next-token CE/KL under masks to the evaluation. A batch source that ignores
+    the generator (a text stream) gives `skip_batches(n_batches, batch_size)`, which moves it past
+    the batches a resumed run already trained on.
     """
 
     target: nn.Module
@@ -32,6 +34,7 @@ class DecompositionTask:
     n_features: int | None = None
     eval_batch_fn: BatchFn | None = None
     causal_lm: bool = False
+    skip_batches: Callable[[int, int], None] | None = None
 
 
 def make_task(

@@ -82,6 +82,20 @@ def test_task_rejects_windows_beyond_the_context_and_kl_without_logits():
         hf_task(config_from_dict(kl), CPU)
 
 
+def test_a_restarted_task_skips_the_windows_of_the_steps_already_done():
+    modules = {"encoder.layer.0.intermediate.dense": 4}
+    cfg = tiny_hf_config(
+        "all-minilm-l6-v2", modules, pretrained_model_output_attr="last_hidden_state"
+    )
+    config = config_from_dict({**cfg, "output_loss_type": "mse"})
+    first = hf_task(config, CPU)
+    batches = [first.batch_fn(3, None) for _ in range(3)]
+    restarted = hf_task(config, CPU)
+    restarted.skip_batches(2, 3)
+    assert torch.equal(restarted.batch_fn(3, None), batches[2])
+    assert not torch.equal(batches[2], batches[0])
+
+
 def test_one_smollm2_layer_decomposed_stored_reloaded_and_queried_with_text(tmp_path):
     module = "model.layers.3.mlp.down_proj"
     config = config_from_dict(tiny_hf_config("smollm2-135m", {module: 6}, eval_batch_size=2))

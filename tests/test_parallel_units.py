@@ -4,6 +4,7 @@ restore of the training state, job-path checks and address probing."""
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,11 +14,12 @@ from services.train.job import JobOptions, _check_paths, default_checkpoint_ever
 from spd_core.decompose import build_component_model, decompose
 from spd_core.parallel import training_state
 from spd_core.parallel.sharding import rows_per_shard, shard_rows
+from spd_core.parallel.worker import resume
 from spd_core.presets import resolve_config
 from spd_core.progress import ProgressEvent
 from spd_core.step import make_optimizer
 from spd_core.store import StoreError
-from spd_core.task import toy_task
+from spd_core.task import DecompositionTask, toy_task
 from spd_core.training_loop import TrainingState, new_generators, run_steps
 
 
@@ -65,6 +67,33 @@ def test_restored_state_continues_bitwise_like_the_uninterrupted_run(tms, tmp_pa
     training_state.load(resumed, tmp_path, rank=0, world_size=1)
     assert resumed.step == 6
     run_steps(resumed, config, task)
+    for key, value in _params(straight).items():
+        assert torch.equal(value, _params(resumed)[key]), key
+
+
+def _stream(task: DecompositionTask) -> DecompositionTask:
+    """The task's data as a stream with its own RNG (like a text stream): it ignores the
+    checkpointed generator, so only skip_batches can put a restarted stream back in place."""
+    own = torch.Generator().manual_seed(123)
+
+    def skip(n_batches: int, batch_size: int) -> None:
+        for _ in range(n_batches):
+            task.batch_fn(batch_size, own)
+
+    return replace(task, batch_fn=lambda b, _gen: task.batch_fn(b, own), skip_batches=skip)
+
+
+def test_resume_moves_a_generator_free_stream_past_the_batches_already_used(tms, tmp_path):
+    config, task = tms
+    straight = _state(config, task)
+    run_steps(straight, config, _stream(task))
+
+    saving = _state(config, task)
+    run_steps(saving, config, _stream(task), after_step=lambda s: _save_at(s, 6, tmp_path))
+    resumed, restarted = _state(config, task), _stream(task)  # a fresh stream, as after a crash
+    resume(resumed, restarted, config, tmp_path, rank=0, world=1)
+    assert (resumed.step, resumed.restarts) == (6, 1)
+    run_steps(resumed, config, restarted)
     for key, value in _params(straight).items():
         assert torch.equal(value, _params(resumed)[key]), key
 

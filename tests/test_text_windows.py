@@ -58,6 +58,16 @@ def test_stream_is_reproducible_from_its_seed_and_keeps_to_its_split():
     assert held_out.tolist() == [ids[8 * k : 8 * k + 8] for k in range(5)]
 
 
+def test_skipping_windows_continues_the_stream_where_using_them_would():
+    tok = WordTokenizer(wrap=False)
+    data = TextDataConfig(corpus=FIXTURE, seq_len=8, eval_fraction=0.3, shuffle_buffer=16)
+    used = WindowStream(tok, data, "train", seed=1)
+    used.next_batch(30)
+    skipped = WindowStream(tok, data, "train", seed=1)
+    skipped.skip(30)
+    assert torch.equal(skipped.next_batch(20), used.next_batch(20))
+
+
 def test_a_window_longer_than_the_split_is_a_clear_error():
     data = TextDataConfig(corpus=FIXTURE, seq_len=100_000, eval_fraction=0.3)
     stream = WindowStream(WordTokenizer(wrap=False), data, "eval", seed=0)

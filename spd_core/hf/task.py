@@ -22,7 +22,7 @@ def hf_task(
     stream train / eval windows of the configured corpus from the cache.
 
     The batch functions ignore their generator: training windows stream from a shuffle seeded
-    by `config.seed`; evaluation cycles through one fixed held-out slice (the first
+    by `config.seed` (a resumed run skips the windows its finished steps used); evaluation cycles through one fixed held-out slice (the first
     n_eval_batches × eval batch size windows of the eval split), so every evaluation, at any
     step, sees the same text.
     """
@@ -68,4 +68,5 @@ def hf_task(
         target_spec=hf.spec,
         eval_batch_fn=eval_batch_fn,
         causal_lm=hf.causal_lm,
+        skip_batches=lambda n_batches, batch_size: train.skip(n_batches * batch_size),
     )

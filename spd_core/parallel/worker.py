@@ -47,6 +47,22 @@ class WorkerPlan:
     checkpoint_every: int
 
 
+def resume(
+    state: TrainingState,
+    task: DecompositionTask,
+    config: Config,
+    directory: Path,
+    rank: int,
+    world: int,
+) -> None:
+    """Restore this rank's state from a checkpoint and move a generator-free batch stream past
+    the batches of the steps already done (every rank draws whole global batches)."""
+    training_state.load(state, directory, rank, world)
+    state.restarts += 1
+    if task.skip_batches is not None:
+        task.skip_batches(state.step, config.batch_size)
+
+
 def run_worker(
     plan: WorkerPlan,
     task: DecompositionTask,
@@ -70,8 +86,7 @@ def run_worker(
     state = TrainingState(model, optimizer, data_gen, mask_gen)
     state.extra["faithfulness_warmup_loss"] = warmup_loss
     if resume_from is not None:
-        training_state.load(state, resume_from, rank, world)
-        state.restarts += 1
+        resume(state, task, config, resume_from, rank, world)
 
     writer = StoreWriter.open_existing(plan.store)
     if rank == 0 and resume_from is not None:

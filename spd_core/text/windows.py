@@ -102,6 +102,11 @@ class WindowStream:
                 )
             epoch += 1
 
+    def skip(self, n_windows: int) -> None:
+        """Draw and drop `n_windows` windows: the stream continues as if they had been used."""
+        for _ in range(n_windows):
+            next(self._windows)
+
     def next_batch(self, batch_size: int) -> Tensor:
         """(batch_size, seq_len) int64 token ids."""
         return torch.tensor([next(self._windows) for _ in range(batch_size)], dtype=torch.int64)
