@@ -1,5 +1,7 @@
 """Config validation: bad input fails at load, naming the problem."""
 
+from pathlib import Path
+
 import pytest
 
 from spd_core.config import ConfigError, config_from_dict, load_config
@@ -70,3 +72,15 @@ def test_every_preset_validates():
             assert target.name == name
         else:
             assert target.model in PACKAGED_MODELS, name
+
+
+def test_benchmark_recipe_variants_differ_from_their_preset_only_in_the_importance_term():
+    variants = sorted((Path(__file__).parents[1] / "benchmarks" / "configs").glob("*.yaml"))
+    assert variants
+    for path in variants:
+        variant = resolve_config(str(path))
+        preset = resolve_config(variant.target.name)
+        assert variant.model_dump(exclude={"loss_metric_configs"}) == preset.model_dump(
+            exclude={"loss_metric_configs"}
+        ), path.name
+        assert variant.loss_metric_configs != preset.loss_metric_configs, path.name
