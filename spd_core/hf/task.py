@@ -22,9 +22,9 @@ def hf_task(
     stream train / eval windows of the configured corpus from the cache.
 
     The batch functions ignore their generator: training windows stream from a shuffle seeded
-    by `config.seed` (a resumed run skips the windows its finished steps used); evaluation cycles through one fixed held-out slice (the first
-    n_eval_batches × eval batch size windows of the eval split), so every evaluation, at any
-    step, sees the same text.
+    by `config.seed` (a resumed run skips the windows its finished steps used); evaluation
+    cycles through one fixed held-out slice (the first n_eval_batches × eval batch size windows
+    of the eval split), so every evaluation, at any step, sees the same text.
     """
     target_cfg = config.target
     if not isinstance(target_cfg, HFTargetConfig):
