@@ -46,16 +46,9 @@ def checks(metrics: dict[str, float], spec: dict) -> dict[str, bool]:
     return out
 
 
-def run_name(preset_or_path: str) -> str:
-    """A preset's name, or a config file's name without its folder and suffix."""
-    return (
-        Path(preset_or_path).stem if preset_or_path.endswith((".yaml", ".yml")) else preset_or_path
-    )
-
-
 def run(preset_or_path: str, seed: int, args: argparse.Namespace) -> bool:
     config = resolve_config(preset_or_path)
-    preset = run_name(preset_or_path)
+    preset = Path(preset_or_path).stem  # a preset's name, or a config file's without its suffix
     update = {"seed": seed, **({"steps": args.steps} if args.steps else {})}
     config = config.model_copy(update=update)
     task = toy_task(config, torch.device(args.device))
@@ -129,7 +122,7 @@ def main() -> None:
         check_store(path)
     for preset in args.presets:
         passed = [run(preset, s, args) for s in args.seeds]
-        emit(f"{run_name(preset)}/seeds_passing", sum(passed), f"of {len(passed)}")
+        emit(f"{Path(preset).stem}/seeds_passing", sum(passed), f"of {len(passed)}")
 
 
 if __name__ == "__main__":

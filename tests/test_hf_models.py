@@ -85,9 +85,12 @@ def test_task_rejects_windows_beyond_the_context_and_kl_without_logits():
 def test_a_restarted_task_skips_the_windows_of_the_steps_already_done():
     modules = {"encoder.layer.0.intermediate.dense": 4}
     cfg = tiny_hf_config(
-        "all-minilm-l6-v2", modules, pretrained_model_output_attr="last_hidden_state"
+        "all-minilm-l6-v2",
+        modules,
+        pretrained_model_output_attr="last_hidden_state",
+        output_loss_type="mse",
     )
-    config = config_from_dict({**cfg, "output_loss_type": "mse"})
+    config = config_from_dict(cfg)
     first = hf_task(config, CPU)
     batches = [first.batch_fn(3, None) for _ in range(3)]
     restarted = hf_task(config, CPU)
