@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from spd_core.ci_mlp_compiled import compiled_per_component_gelu_mlp
 from spd_core.ci_mlp_kernel import per_component_gelu_mlp
 
 CIFnType = Literal["mlp", "vector_mlp", "shared_mlp"]
@@ -29,9 +30,20 @@ def _normal(
 
 
 class ParallelMLP(nn.Module):
-    """C independent MLPs; input (…, C, d) or (…, d) broadcast to every component; output (…, C)."""
+    """C independent MLPs; input (…, C, d) or (…, d) broadcast to every component; output (…, C).
 
-    def __init__(self, C: int, d_in: int, hidden: list[int], gen: torch.Generator | None = None):
+    `compiled` runs the paper's `mlp` shape (scalar input, one hidden layer) on the
+    torch.compile'd kernels of `ci_mlp_compiled` instead of the eager fused op.
+    """
+
+    def __init__(
+        self,
+        C: int,
+        d_in: int,
+        hidden: list[int],
+        gen: torch.Generator | None = None,
+        compiled: bool = False,
+    ):
         super().__init__()
         dims = [d_in, *hidden, 1]
         self.weights = nn.ParameterList()
@@ -41,12 +53,13 @@ class ParallelMLP(nn.Module):
             self.weights.append(nn.Parameter(_normal((C, a, b), a, gain, gen)))
             self.biases.append(nn.Parameter(torch.zeros(C, b)))
         self.C, self.d_in = C, d_in
+        self.fused_op = compiled_per_component_gelu_mlp if compiled else per_component_gelu_mlp
 
     def forward(self, x: Tensor, shared_input: bool) -> Tensor:
         n = len(self.weights)
         if n == 2 and self.d_in == 1 and not shared_input:  # the paper's `mlp`: one fused op
             (w1, w2), (b1, b2) = self.weights, self.biases
-            return per_component_gelu_mlp(x, w1[:, 0, :], b1, w2[:, :, 0], b2[:, 0])
+            return self.fused_op(x, w1[:, 0, :], b1, w2[:, :, 0], b2[:, 0])
         h = x
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             last = i == n - 1
@@ -71,9 +84,16 @@ class PerComponentMLP(nn.Module):
 
     takes_inner_acts = True
 
-    def __init__(self, C: int, d_in: int, hidden: list[int], gen: torch.Generator | None = None):
+    def __init__(
+        self,
+        C: int,
+        d_in: int,
+        hidden: list[int],
+        gen: torch.Generator | None = None,
+        compiled: bool = False,
+    ):
         super().__init__()
-        self.net = ParallelMLP(C, 1, hidden, gen)
+        self.net = ParallelMLP(C, 1, hidden, gen, compiled)
 
     def forward(self, inner: Tensor) -> Tensor:
         return self.net(inner, shared_input=False)
@@ -125,7 +145,21 @@ CI_FN_CLASSES: dict[str, type[nn.Module]] = {
 
 
 def make_ci_fn(
-    fn_type: CIFnType, C: int, d_in: int, hidden: list[int], gen: torch.Generator | None = None
+    fn_type: CIFnType,
+    C: int,
+    d_in: int,
+    hidden: list[int],
+    gen: torch.Generator | None = None,
+    compiled: bool = False,
 ) -> nn.Module:
-    """Build one module's CI function; embeddings (integer inputs) must use `mlp`."""
-    return CI_FN_CLASSES[fn_type](C, d_in, hidden, gen)
+    """Build one module's CI function; embeddings (integer inputs) must use `mlp`.
+
+    `compiled` (only for `mlp` with one hidden layer) selects the torch.compile'd kernels.
+    """
+    if not compiled:
+        return CI_FN_CLASSES[fn_type](C, d_in, hidden, gen)
+    if fn_type != "mlp" or len(hidden) != 1:
+        raise ValueError(
+            "compiled CI functions exist only for ci_fn_type 'mlp' with one hidden layer"
+        )
+    return PerComponentMLP(C, d_in, hidden, gen, compiled=True)

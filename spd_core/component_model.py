@@ -123,6 +123,7 @@ class ComponentModel(nn.Module):
         sigmoid_type: str = "leaky_hard",
         output_attr: str | None = None,
         generator: torch.Generator | None = None,
+        compile_ci_fn: bool = False,
     ):
         super().__init__()
         target.requires_grad_(False)
@@ -145,7 +146,8 @@ class ComponentModel(nn.Module):
                     f"module '{name}' is an embedding: it needs ci_fn_type 'mlp', not '{ci_fn_type}'"
                 )
             self.components[_key(name)] = comp
-            fn = make_ci_fn(ci_fn_type, C, comp.d_in, self.ci_fn_hidden_dims, generator)
+            hidden = self.ci_fn_hidden_dims
+            fn = make_ci_fn(ci_fn_type, C, comp.d_in, hidden, generator, compile_ci_fn)
             self.ci_fns[_key(name)] = fn.to(comp.weight.device)
         self._target_modules = {name: modules[name] for name in self.module_names}
 

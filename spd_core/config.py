@@ -212,6 +212,7 @@ class Config(_Strict):
     pretrained_model_output_attr: str | None = None
     ci_fn_type: Literal["mlp", "vector_mlp", "shared_mlp"] = "vector_mlp"
     ci_fn_hidden_dims: list[PositiveInt] = [8]
+    compile_ci_fn: bool = False
     sigmoid_type: Literal["leaky_hard", "leaky_hard_paper", "hard", "normal"] = "leaky_hard"
     sampling: Literal["continuous", "binomial"] = "continuous"
     n_mask_samples: PositiveInt = 1
@@ -238,6 +239,11 @@ class Config(_Strict):
         if self.ci_fn_type == "mlp" and not self.ci_fn_hidden_dims:
             raise ValueError(
                 "ci_fn_type 'mlp' needs at least one hidden layer in ci_fn_hidden_dims"
+            )
+        if self.compile_ci_fn and (self.ci_fn_type != "mlp" or len(self.ci_fn_hidden_dims) != 1):
+            raise ValueError(
+                "compile_ci_fn needs ci_fn_type 'mlp' with exactly one hidden layer "
+                f"(got '{self.ci_fn_type}' with hidden dims {self.ci_fn_hidden_dims})"
             )
         return self
 

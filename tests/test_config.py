@@ -22,6 +22,16 @@ def test_defaults_follow_the_reference():
     assert cfg.sigmoid_type == "leaky_hard" and cfg.use_delta_component
     assert cfg.n_mask_samples == 1 and cfg.sampling == "continuous"
     assert cfg.faithfulness_warmup_steps == 0 and cfg.autocast_bf16
+    assert not cfg.compile_ci_fn
+
+
+def test_compile_ci_fn_outside_the_one_hidden_layer_mlp_is_named():
+    with pytest.raises(ConfigError, match=r"compile_ci_fn needs ci_fn_type 'mlp'.*'vector_mlp'"):
+        config_from_dict({**BASE, "compile_ci_fn": True})
+    two_layers = {**BASE, "compile_ci_fn": True, "ci_fn_type": "mlp", "ci_fn_hidden_dims": [4, 4]}
+    with pytest.raises(ConfigError, match=r"exactly one hidden layer.*\[4, 4\]"):
+        config_from_dict(two_layers)
+    assert config_from_dict({**two_layers, "ci_fn_hidden_dims": [16]}).compile_ci_fn
 
 
 def test_unknown_field_is_named():

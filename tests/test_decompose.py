@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from services.cli import main
+from spd_core.ci_mlp_compiled import compiled_per_component_gelu_mlp
 from spd_core.decompose import decompose
 from spd_core.evaluation import one_hot_ci
 from spd_core.loading import load_component_model
@@ -64,6 +65,30 @@ def test_curves_and_progress_are_recorded(short_run):
 def test_training_reduces_the_loss(short_run):
     _, _, _, _, events = short_run
     assert events[-1].terms["StochasticReconLoss"] < events[0].terms["StochasticReconLoss"]
+
+
+def test_compiled_ci_functions_train_like_the_eager_ones(cache_dir):
+    config = resolve_config("tms-5-2").model_copy(update={"steps": 20, "train_log_freq": 10})
+    task = toy_task(config, torch.device("cpu"), cache_dir)
+    runs = {}
+    for compiled in (False, True):
+        events = []
+        run_config = config.model_copy(update={"compile_ci_fn": compiled})
+        result = decompose(run_config, task, out=None, progress=events.append)
+        runs[compiled] = (result, events)
+    fn = runs[True][0].model.ci_fn_of("linear1")
+    assert fn.net.fused_op is compiled_per_component_gelu_mlp
+    for eager_event, compiled_event in zip(runs[False][1], runs[True][1], strict=True):
+        for term, value in eager_event.terms.items():
+            assert compiled_event.terms[term] == pytest.approx(value, rel=1e-3), term
+    eager_model, compiled_model = runs[False][0].model, runs[True][0].model
+    for name in eager_model.module_names:
+        torch.testing.assert_close(
+            compiled_model.components_of(name).U,
+            eager_model.components_of(name).U,
+            atol=1e-4,
+            rtol=1e-3,
+        )
 
 
 def test_interrupted_run_leaves_store_incomplete(tmp_path, cache_dir):
