@@ -1,6 +1,7 @@
 """Steps/s of SPD on the presets next to a bare forward+backward of the target (the floor).
 
     python benchmarks/speed.py tms-5-2-id resid-mlp-1 tms-40-10-id [--threads 1] [--steps 30]
+    python benchmarks/speed.py tms-40-10-id --ci-fn-kernels both   # eager vs compiled CI fns
 
 A step is what the training loop does: batch, clean pass, CI, every loss, backward, Adam.
 The floor is the target's own forward+backward at the same batch. The reference figures are the
@@ -37,8 +38,13 @@ def time_per_call(fn, n: int, warmup: int = 3) -> float:
     return (time.perf_counter() - start) / n
 
 
-def measure(preset: str, n: int, device: str) -> None:
+def measure(preset: str, n: int, device: str, compile_ci_fn: bool | None = None) -> None:
+    """Time `preset` as shipped, or with `compile_ci_fn` forced on or off (named in the output)."""
     config = resolve_config(preset)
+    name = preset
+    if compile_ci_fn is not None:
+        config = config.model_copy(update={"compile_ci_fn": compile_ci_fn})
+        name = f"{preset}[{'compiled' if compile_ci_fn else 'eager'}]"
     dev = torch.device(device)
     task = toy_task(config, dev)
     model = build_component_model(config, task).to(dev)
@@ -57,16 +63,16 @@ def measure(preset: str, n: int, device: str) -> None:
     def floor_step() -> None:
         task.target(x).sum().backward()
 
-    step_s = time_per_call(spd_step, n)
+    step_s = time_per_call(spd_step, n)  # the warm-up steps include any compilation
     task.target.requires_grad_(True)
     floor_s = time_per_call(floor_step, max(n, 20))
     task.target.requires_grad_(False)
-    emit(f"{preset}/step_time", step_s * 1000, "ms")
-    emit(f"{preset}/steps_per_s", 1 / step_s, "steps/s")
-    emit(f"{preset}/floor_time", floor_s * 1000, "ms")
-    emit(f"{preset}/step_over_floor", step_s / floor_s, "x")
+    emit(f"{name}/step_time", step_s * 1000, "ms")
+    emit(f"{name}/steps_per_s", 1 / step_s, "steps/s")
+    emit(f"{name}/floor_time", floor_s * 1000, "ms")
+    emit(f"{name}/step_over_floor", step_s / floor_s, "x")
     if preset in REFERENCE_STEPS_PER_S:
-        emit(f"{preset}/speedup_vs_reference", (1 / step_s) / REFERENCE_STEPS_PER_S[preset], "x")
+        emit(f"{name}/speedup_vs_reference", (1 / step_s) / REFERENCE_STEPS_PER_S[preset], "x")
 
 
 def main() -> None:
@@ -77,11 +83,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed steps per preset")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--ci-fn-kernels",
+        choices=["preset", "both"],
+        default="preset",
+        help="'both': time each preset with compile_ci_fn off and on, side by side "
+        "(presets whose CI function is the paper's one-hidden-layer mlp)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     emit("torch_threads", torch.get_num_threads(), "threads")
     for preset in args.presets:
-        measure(preset, args.steps, args.device)
+        if args.ci_fn_kernels == "both":
+            for compiled in (False, True):
+                measure(preset, args.steps, args.device, compiled)
+        else:
+            measure(preset, args.steps, args.device)
 
 
 if __name__ == "__main__":
