@@ -10,7 +10,7 @@ is replaced) reuses the cached inner activations h = xV and the cached x Wᵀ, s
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -22,6 +22,7 @@ from spd_core.components import Components, module_kind
 from spd_core.config import ModulePattern
 from spd_core.masks import ModuleMask
 from spd_core.sigmoids import SIGMOIDS
+from spd_core.tied_components import check_ties, tie
 
 
 class ModuleSelectionError(ValueError):
@@ -124,6 +125,7 @@ class ComponentModel(nn.Module):
         output_attr: str | None = None,
         generator: torch.Generator | None = None,
         compile_ci_fn: bool = False,
+        tied_components: Sequence[tuple[str, str]] = (),
     ):
         super().__init__()
         target.requires_grad_(False)
@@ -150,6 +152,19 @@ class ComponentModel(nn.Module):
             fn = make_ci_fn(ci_fn_type, C, comp.d_in, hidden, generator, compile_ci_fn)
             self.ci_fns[_key(name)] = fn.to(comp.weight.device)
         self._target_modules = {name: modules[name] for name in self.module_names}
+        check_ties(self._components_by_name(), tied_components)
+        self.tied_components = [tuple(pair) for pair in tied_components]
+        tie(self._components_by_name(), self.tied_components)
+
+    def _components_by_name(self) -> dict[str, Components]:
+        return {name: self.components_of(name) for name in self.module_names}
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> ComponentModel:
+        """Moves and casts give every parameter new storage; tie the tied pairs again after."""
+        super()._apply(fn, recurse)
+        if getattr(self, "tied_components", None):
+            tie(self._components_by_name(), self.tied_components)
+        return self
 
     def components_of(self, name: str) -> Components:
         return self.components[_key(name)]  # type: ignore[return-value]

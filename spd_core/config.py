@@ -213,6 +213,7 @@ class Config(_Strict):
     ci_fn_type: Literal["mlp", "vector_mlp", "shared_mlp"] = "vector_mlp"
     ci_fn_hidden_dims: list[PositiveInt] = [8]
     compile_ci_fn: bool = False
+    tied_components: list[tuple[str, str]] = []
     sigmoid_type: Literal["leaky_hard", "leaky_hard_paper", "hard", "normal"] = "leaky_hard"
     sampling: Literal["continuous", "binomial"] = "continuous"
     n_mask_samples: PositiveInt = 1

@@ -38,6 +38,7 @@ def build_component_model(config: Config, task: DecompositionTask) -> ComponentM
         output_attr=config.pretrained_model_output_attr,
         generator=generator(config.seed, "init", torch.device("cpu")),
         compile_ci_fn=config.compile_ci_fn,
+        tied_components=config.tied_components,
     )
 
 

@@ -87,6 +87,7 @@ def load_component_model(
         ci_fn_hidden_dims=config.ci_fn_hidden_dims,
         sigmoid_type=config.sigmoid_type,
         output_attr=config.pretrained_model_output_attr,
+        tied_components=config.tied_components,
     )
     with torch.no_grad():
         for name in model.module_names:

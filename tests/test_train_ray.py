@@ -39,9 +39,12 @@ DETERMINISTIC = {
 CHECKPOINT_EVERY = 20
 
 
-def _config():
+def _config(tied: bool = True):
+    """The tms-5-2 recipe made deterministic; `tied=False` drops the tie, which fsdp refuses."""
     data = resolve_config("tms-5-2").model_dump()
     data.update(DETERMINISTIC)
+    if not tied:
+        data["tied_components"] = []
     return type(resolve_config("tms-5-2")).model_validate(data)
 
 
@@ -54,6 +57,13 @@ def task(tmp_path_factory):
 def one_process(tmp_path_factory, task) -> Path:
     out = tmp_path_factory.mktemp("single") / "one.zarr"
     decompose(_config(), task, out=out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_process_untied(tmp_path_factory, task) -> Path:
+    out = tmp_path_factory.mktemp("single") / "untied.zarr"
+    decompose(_config(tied=False), task, out=out)
     return out
 
 
@@ -94,6 +104,7 @@ def test_ddp_two_workers_equal_one_process(ddp_run, one_process):
     store = FactorStore.open(ddp_run)
     assert store.metrics["workers"] == 2 and store.metrics["restarts"] == 0
     assert store.curves()["step"].tolist() == list(range(10, 121, 10))
+    np.testing.assert_array_equal(store.U("linear2"), store.V("linear1"))  # still tied
     # the store is chunked on shard boundaries: each worker wrote whole chunks of C=20 rows
     factor = zarr.open_array(ddp_run / "modules" / "linear1" / "U", mode="r")
     assert factor.chunks == (10, 2)  # (C/2 rows, d_out)
@@ -128,12 +139,15 @@ class KillOneWorker:
             os.kill(self.killed, signal.SIGKILL)
 
 
-def test_fsdp_with_a_killed_worker_equals_one_process(tmp_path, task, one_process, ray_session):
+def test_fsdp_with_a_killed_worker_equals_one_process(
+    tmp_path, task, one_process_untied, ray_session
+):
     """A worker dies after the first checkpoint: it is replaced, the run resumes from the
     checkpoint and ends with the parameters (and quality) of a run without the failure."""
     out = tmp_path / "killed.zarr"
+    one_process = one_process_untied
     killer = KillOneWorker(at_step=CHECKPOINT_EVERY + 10)
-    run_job(_config(), task, out, _options("fsdp", max_failures=2), progress=killer)
+    run_job(_config(tied=False), task, out, _options("fsdp", max_failures=2), progress=killer)
     assert killer.killed is not None
     store = FactorStore.open(out)  # complete
     assert store.metrics["restarts"] == 1 and store.metrics["workers"] == 2

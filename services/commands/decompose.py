@@ -19,6 +19,7 @@ from spd_core.store import FactorStore, StoreError
 from spd_core.targets.validation import TargetTrainingError
 from spd_core.task import make_task
 from spd_core.text.corpora import CorpusError
+from spd_core.tied_components import TiedComponentsError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -105,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         TargetTrainingError,
         HFModelError,
         CorpusError,
+        TiedComponentsError,
     ) as err:
         return _fail(str(err))
     except KeyboardInterrupt:

@@ -66,6 +66,11 @@ def run_job(
     if options.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {options.workers}")
     local_batch_size(config, options.workers)
+    if options.strategy == "fsdp" and config.tied_components:
+        raise ConfigError(
+            "--strategy fsdp shards each module's factors on its own, which would untie "
+            f"tied_components {config.tied_components}; use --strategy ddp, or drop the ties"
+        )
     ckpt_dir = checkpoint_dir_for(out, options)
     _check_paths(out, ckpt_dir, config, options)
     started = connect(options.address, verbose=options.verbose)

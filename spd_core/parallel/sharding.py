@@ -34,6 +34,8 @@ def shard_rows(C: int, world_size: int, rank: int) -> tuple[int, int]:
 def shard_components(model: ComponentModel) -> None:
     """Make each module's Components and its CI function an FSDP2 unit (the frozen target stays
     replicated): parameters, gradients and optimiser state are then split over the ranks."""
+    if model.tied_components:
+        raise ValueError(f"FSDP cannot shard tied components {model.tied_components}; use ddp")
     for name in model.module_names:
         comp = model.components_of(name)
         fully_shard(comp)

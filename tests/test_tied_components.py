@@ -1,0 +1,114 @@
+"""Tied components (TMS, W₂ = W₁ᵀ): shared storage, the reference's two Adam updates, errors."""
+
+import pytest
+import torch
+from torch import nn
+
+from services.train.job import JobOptions, run_job
+from spd_core.component_model import ComponentModel
+from spd_core.config import ConfigError, ModulePattern
+from spd_core.decompose import decompose
+from spd_core.presets import resolve_config
+from spd_core.step import make_optimizer
+from spd_core.store import FactorStore
+from spd_core.task import toy_task
+from spd_core.tied_components import TiedComponentsError, ties_hold
+
+
+class TiedPair(nn.Module):
+    """y = W₁ᵀ ReLU(W₁ x): linear2's weight is linear1's transposed."""
+
+    def __init__(self, tied: bool = True):
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.linear1 = nn.Linear(5, 3, bias=False)
+        self.linear2 = nn.Linear(3, 5)
+        self.other = nn.Linear(3, 5)
+        with torch.no_grad():
+            self.linear1.weight.copy_(torch.randn(3, 5, generator=gen))
+            w2 = self.linear1.weight.T if tied else torch.randn(5, 3, generator=gen)
+            self.linear2.weight.copy_(w2)
+
+    def forward(self, x):
+        return self.linear2(torch.relu(self.linear1(x)))
+
+
+def _model(ties, C=(4, 4), target=None) -> ComponentModel:
+    info = [
+        ModulePattern(module_pattern="linear1", C=C[0]),
+        ModulePattern(module_pattern="linear2", C=C[1]),
+    ]
+    return ComponentModel(target or TiedPair(), info, "mlp", [3], tied_components=ties)
+
+
+def test_tgt_factors_are_views_of_src_factors_and_stay_so_after_moves():
+    model = _model([("linear1", "linear2")])
+    a, b = model.components_of("linear1"), model.components_of("linear2")
+    assert b.U.data_ptr() == a.V.data_ptr() and b.V.data_ptr() == a.U.data_ptr()
+    torch.testing.assert_close(b.component_weight(), a.component_weight().T, rtol=0, atol=0)
+    model.to(torch.float64).to(torch.float32)
+    assert ties_hold(
+        {n: model.components_of(n) for n in model.module_names}, [("linear1", "linear2")]
+    )
+    # four Parameters over two storages: each gets its own Adam state, as in the reference
+    assert len(model.component_parameters()) == 4
+
+
+def test_one_adam_step_applies_both_updates_to_the_shared_storage():
+    # Adam's first step moves each parameter by lr · g / (|g| + eps) ≈ lr · sign(g). Tied, the
+    # shared storage of linear1.V and linear2.U moves by lr · (sign(g₁) + sign(g₂)).
+    model = _model([("linear1", "linear2")])
+    a, b = model.components_of("linear1"), model.components_of("linear2")
+    before = a.V.detach().clone()
+    x = torch.randn(16, 5, generator=torch.Generator().manual_seed(1))
+    h = torch.relu(a(x, mask=torch.rand(4)))
+    loss = (b(h, mask=torch.rand(4)) ** 2).sum()
+    opt = make_optimizer(model, lr=0.01)
+    loss.backward()
+    g_src, g_tgt = a.V.grad.clone(), b.U.grad.clone()
+    assert not torch.equal(g_src, g_tgt)
+    opt.step()
+    expected = before - 0.01 * (torch.sign(g_src) + torch.sign(g_tgt))
+    torch.testing.assert_close(a.V.detach(), expected, rtol=0, atol=1e-6)
+    assert torch.equal(b.U.detach(), a.V.detach())
+
+
+@pytest.mark.parametrize(
+    ("ties", "kwargs", "message"),
+    [
+        (
+            [("linear1", "head")],
+            {},
+            r"'head' is not a decomposed module \(decomposed: linear1, linear2\)",
+        ),
+        ([("linear1", "linear1")], {}, "already in another pair"),
+        ([("linear1", "linear2"), ("linear2", "linear1")], {}, "already in another pair"),
+        ([("linear1", "linear2")], {"C": (4, 6)}, r"C differs \(4 and 6\)"),
+        (
+            [("linear1", "linear2")],
+            {"target": TiedPair(tied=False)},
+            r"linear2 weight \(5, 3\) is not its linear1 weight \(3, 5\) transposed",
+        ),
+    ],
+)
+def test_pairs_that_cannot_be_tied_are_named(ties, kwargs, message):
+    with pytest.raises(TiedComponentsError, match=message):
+        _model(ties, **kwargs)
+
+
+def test_a_decomposition_stores_tgt_factors_equal_to_src_factors(tmp_path):
+    config = resolve_config("tms-5-2").model_copy(update={"steps": 15, "train_log_freq": 5})
+    assert config.tied_components == [("linear1", "linear2")]
+    task = toy_task(config, torch.device("cpu"), tmp_path / "cache")
+    decompose(config, task, out=tmp_path / "tied.zarr")
+    store = FactorStore.open(tmp_path / "tied.zarr")
+    assert (store.U("linear2") == store.V("linear1")).all()
+    assert (store.V("linear2") == store.U("linear1")).all()
+
+
+def test_fsdp_refuses_ties_before_starting_ray(tmp_path):
+    config = resolve_config("tms-5-2")
+    task = toy_task(config, torch.device("cpu"), tmp_path / "cache")
+    with pytest.raises(ConfigError, match=r"--strategy fsdp .* untie tied_components"):
+        run_job(config, task, tmp_path / "x.zarr", JobOptions(workers=2, strategy="fsdp"))
+    assert not (tmp_path / "x.zarr").exists()
