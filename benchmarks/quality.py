@@ -1,7 +1,7 @@
 """Decompose presets and print the paper's quality figures as JSON lines.
 
     python benchmarks/quality.py tms-5-2 tms-5-2-id --seeds 0 [--device cuda] [--out-dir runs/]
-    python benchmarks/quality.py tms-5-2 --workers 2 --strategy fsdp   # as a Ray Train job
+    python benchmarks/quality.py resid-mlp-1 --workers 2 --strategy fsdp   # as a Ray Train job
     python benchmarks/quality.py my-variant.yaml          # a config file instead of a preset
     python benchmarks/quality.py --stores runs/a.zarr     # check finished stores, no training
 

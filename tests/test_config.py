@@ -1,7 +1,5 @@
 """Config validation: bad input fails at load, naming the problem."""
 
-from pathlib import Path
-
 import pytest
 
 from spd_core.config import ConfigError, config_from_dict, load_config
@@ -84,13 +82,8 @@ def test_every_preset_validates():
             assert target.model in PACKAGED_MODELS, name
 
 
-def test_benchmark_recipe_variants_differ_from_their_preset_only_in_the_importance_term():
-    variants = sorted((Path(__file__).parents[1] / "benchmarks" / "configs").glob("*.yaml"))
-    assert variants
-    for path in variants:
-        variant = resolve_config(str(path))
-        preset = resolve_config(variant.target.name)
-        assert variant.model_dump(exclude={"loss_metric_configs"}) == preset.model_dump(
-            exclude={"loss_metric_configs"}
-        ), path.name
-        assert variant.loss_metric_configs != preset.loss_metric_configs, path.name
+def test_tied_components_are_pairs_of_module_names():
+    cfg = config_from_dict({**BASE, "tied_components": [["fc1", "fc2"]]})
+    assert cfg.tied_components == [("fc1", "fc2")]
+    with pytest.raises(ConfigError, match=r"tied_components\.0: Tuple should have at most 2 items"):
+        config_from_dict({**BASE, "tied_components": [["fc1", "fc2", "fc3"]]})

@@ -47,7 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=STRATEGIES,
         default="ddp",
         help="ddp: every worker holds all components, gradients averaged; fsdp: each module's "
-        "components and CI function are sharded over the workers (default ddp)",
+        "components and CI function are sharded over the workers; configs with "
+        "tied_components need ddp (default ddp)",
     )
     ray_opts.add_argument(
         "--address",
