@@ -152,18 +152,19 @@ class ComponentModel(nn.Module):
             fn = make_ci_fn(ci_fn_type, C, comp.d_in, hidden, generator, compile_ci_fn)
             self.ci_fns[_key(name)] = fn.to(comp.weight.device)
         self._target_modules = {name: modules[name] for name in self.module_names}
-        check_ties(self._components_by_name(), tied_components)
+        check_ties(self.components_by_name(), tied_components)
         self.tied_components = [tuple(pair) for pair in tied_components]
-        tie(self._components_by_name(), self.tied_components)
+        tie(self.components_by_name(), self.tied_components)
 
-    def _components_by_name(self) -> dict[str, Components]:
+    def components_by_name(self) -> dict[str, Components]:
+        """Every decomposed module's Components, by module name."""
         return {name: self.components_of(name) for name in self.module_names}
 
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> ComponentModel:
         """Moves and casts give every parameter new storage; tie the tied pairs again after."""
         super()._apply(fn, recurse)
         if getattr(self, "tied_components", None):
-            tie(self._components_by_name(), self.tied_components)
+            tie(self.components_by_name(), self.tied_components)
         return self
 
     def components_of(self, name: str) -> Components:

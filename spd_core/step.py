@@ -11,6 +11,7 @@ from torch import Tensor
 from spd_core.component_model import CausalImportances, ComponentModel
 from spd_core.config import Config
 from spd_core.losses import compute_losses, faithfulness_loss, step_context
+from spd_core.tied_components import ties_hold
 
 
 @dataclass
@@ -54,6 +55,12 @@ def clip_gradients(model: ComponentModel, config: Config) -> None:
 
 def make_optimizer(model: ComponentModel, lr: float) -> torch.optim.Optimizer:
     """Adam (AdamW with weight decay 0) over every U, V and CI-function parameter."""
+    ties = model.tied_components
+    if ties and not ties_hold(model.components_by_name(), ties):
+        raise RuntimeError(
+            f"tied components {ties} no longer share storage: something replaced the factors' "
+            "storage after the model was built"
+        )
     params = model.component_parameters() + model.ci_parameters()
     return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
 

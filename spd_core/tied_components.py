@@ -27,6 +27,8 @@ def check_ties(components: Mapping[str, Components], ties: Sequence[tuple[str, s
     seen: set[str] = set()
     for src, tgt in ties:
         where = f"tied_components ({src}, {tgt})"
+        if src == tgt:
+            raise TiedComponentsError(f"{where}: a module cannot be tied to itself")
         for name in (src, tgt):
             if name not in components:
                 raise TiedComponentsError(
@@ -36,8 +38,6 @@ def check_ties(components: Mapping[str, Components], ties: Sequence[tuple[str, s
             if name in seen:
                 raise TiedComponentsError(f"{where}: '{name}' is already in another pair")
             seen.add(name)
-        if src == tgt:
-            raise TiedComponentsError(f"{where}: a module cannot be tied to itself")
         a, b = components[src], components[tgt]
         if a.kind == "embedding" or b.kind == "embedding":
             raise TiedComponentsError(f"{where}: embeddings cannot be tied")

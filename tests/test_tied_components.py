@@ -54,6 +54,13 @@ def test_tgt_factors_are_views_of_src_factors_and_stay_so_after_moves():
     assert len(model.component_parameters()) == 4
 
 
+def test_the_optimizer_refuses_a_broken_tie():
+    model = _model([("linear1", "linear2")])
+    model.components_of("linear2").U.data = model.components_of("linear2").U.data.clone()
+    with pytest.raises(RuntimeError, match="no longer share storage"):
+        make_optimizer(model, lr=0.01)
+
+
 def test_one_adam_step_applies_both_updates_to_the_shared_storage():
     # Adam's first step moves each parameter by lr · g / (|g| + eps) ≈ lr · sign(g). Tied, the
     # shared storage of linear1.V and linear2.U moves by lr · (sign(g₁) + sign(g₂)).
@@ -81,7 +88,7 @@ def test_one_adam_step_applies_both_updates_to_the_shared_storage():
             {},
             r"'head' is not a decomposed module \(decomposed: linear1, linear2\)",
         ),
-        ([("linear1", "linear1")], {}, "already in another pair"),
+        ([("linear1", "linear1")], {}, "cannot be tied to itself"),
         ([("linear1", "linear2"), ("linear2", "linear1")], {}, "already in another pair"),
         ([("linear1", "linear2")], {"C": (4, 6)}, r"C differs \(4 and 6\)"),
         (
