@@ -4,7 +4,7 @@
 activations goes through memory. Here the hidden units are written out one by one (blocks of
 `BLOCK`) as elementwise expressions on (C, rows) tensors, so that inductor emits one loop nest that
 keeps them in registers: the forward writes only the output, and the backward recomputes the
-pre-activations and produces every gradient in one pass. Nothing of size C × rows × H is stored.
+pre-activations and produces every gradient in one kernel. Nothing of size C × rows × H is stored.
 
 The first call compiles (tens of seconds cold, seconds from torch's on-disk cache); rows and C are
 dynamic, so later batch sizes reuse the kernels. Where compiling fails (no C++ compiler on a CPU
