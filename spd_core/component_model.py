@@ -133,6 +133,7 @@ class ComponentModel(nn.Module):
         self.target = target
         self.output_attr = output_attr
         self.ci_fn_type = ci_fn_type
+        self.tied_components = [tuple(pair) for pair in tied_components]
         self.ci_fn_hidden_dims = list(ci_fn_hidden_dims if ci_fn_hidden_dims is not None else [8])
         self.sigmoid_type = sigmoid_type
         self.lower_sigmoid, self.upper_sigmoid = SIGMOIDS[sigmoid_type]
@@ -152,8 +153,7 @@ class ComponentModel(nn.Module):
             fn = make_ci_fn(ci_fn_type, C, comp.d_in, hidden, generator, compile_ci_fn)
             self.ci_fns[_key(name)] = fn.to(comp.weight.device)
         self._target_modules = {name: modules[name] for name in self.module_names}
-        check_ties(self.components_by_name(), tied_components)
-        self.tied_components = [tuple(pair) for pair in tied_components]
+        check_ties(self.components_by_name(), self.tied_components)
         tie(self.components_by_name(), self.tied_components)
 
     def components_by_name(self) -> dict[str, Components]:
@@ -163,7 +163,7 @@ class ComponentModel(nn.Module):
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> ComponentModel:
         """Moves and casts give every parameter new storage; tie the tied pairs again after."""
         super()._apply(fn, recurse)
-        if getattr(self, "tied_components", None):
+        if self.tied_components:
             tie(self.components_by_name(), self.tied_components)
         return self
 

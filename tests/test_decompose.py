@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from services.cli import main
-from spd_core.ci_mlp_compiled import compiled_per_component_gelu_mlp
+from spd_core.ci_mlp_compiled import compiled_kernels_work, compiled_per_component_gelu_mlp
 from spd_core.decompose import decompose
 from spd_core.evaluation import one_hot_ci
 from spd_core.loading import load_component_model
@@ -78,6 +78,7 @@ def test_compiled_ci_functions_train_like_the_eager_ones(cache_dir):
         runs[compiled] = (result, events)
     fn = runs[True][0].model.ci_fn_of("linear1")
     assert fn.net.fused_op is compiled_per_component_gelu_mlp
+    assert compiled_kernels_work() is True  # equal losses must not come from a silent fallback
     for eager_event, compiled_event in zip(runs[False][1], runs[True][1], strict=True):
         for term, value in eager_event.terms.items():
             assert compiled_event.terms[term] == pytest.approx(value, rel=1e-3), term
