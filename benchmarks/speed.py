@@ -30,11 +30,15 @@ def emit(name: str, value: float, unit: str) -> None:
 
 
 def time_per_call(fn, n: int, warmup: int = 3) -> float:
+    """Mean seconds per call; on a GPU the queued kernels are waited for before each clock read."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     for _ in range(warmup):
         fn()
+    sync()
     start = time.perf_counter()
     for _ in range(n):
         fn()
+    sync()
     return (time.perf_counter() - start) / n
 
 
