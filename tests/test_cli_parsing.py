@@ -1,5 +1,8 @@
 """Command-line parsing that users rely on, without running anything."""
 
+import subprocess
+import sys
+
 from services.cli import build_parser
 
 
@@ -16,3 +19,16 @@ def test_query_connection_options_work_before_and_after_the_query_name():
 def test_decompose_defaults_to_one_ddp_worker_on_ray():
     args = build_parser().parse_args(["decompose", "tms-5-2", "--out", "x.zarr"])
     assert (args.workers, args.strategy, args.no_ray, args.address) == (1, "ddp", False, None)
+
+
+def test_the_cli_loads_no_grpc_client_or_generated_code_until_a_query_runs():
+    # The generated gRPC code refuses a grpcio older than the one it was built with; `spd
+    # decompose` and `spd inspect` must still run on such a machine (e.g. a GPU image).
+    code = (
+        "import sys, services.cli; services.cli.build_parser(); "
+        "print([m for m in sys.modules if m.startswith(('services.generated', 'services.client'))])"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert loaded.stdout.strip() == "[]"
