@@ -6,7 +6,7 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from spd_core.component_model import CausalImportances, ComponentModel
 from spd_core.config import Config
@@ -61,18 +61,34 @@ def make_optimizer(model: ComponentModel, lr: float) -> torch.optim.Optimizer:
             f"tied components {ties} no longer share storage: something replaced the factors' "
             "storage after the model was built"
         )
-    params = model.component_parameters() + model.ci_parameters()
-    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    return adamw(model, model.component_parameters() + model.ci_parameters(), lr, 0.0)
+
+
+def adamw(
+    model: ComponentModel, params: list[nn.Parameter], lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """AdamW over `params`, with the factors of tied-component targets in a param group of their
+    own. Each target factor shares storage with a source factor; a foreach or fused Adam (torch's
+    default on a GPU) updates a group's tensors together in one kernel, where two aliased updates
+    can race and one be lost. Groups are stepped one after another, so both always land."""
+    components = model.components_by_name()
+    aliased = {id(p) for _, tgt in model.tied_components for p in components[tgt].parameters()}
+    groups = [
+        [p for p in params if id(p) not in aliased],
+        [p for p in params if id(p) in aliased],
+    ]
+    return torch.optim.AdamW([{"params": g} for g in groups if g], lr=lr, weight_decay=weight_decay)
 
 
 def faithfulness_warmup(model: ComponentModel, config: Config) -> float:
     """Fit U, V to the target weights alone (no data) before the main loop; returns the final loss."""
     if config.faithfulness_warmup_steps == 0:
         return float("nan")
-    opt = torch.optim.AdamW(
+    opt = adamw(
+        model,
         model.component_parameters(),
-        lr=config.faithfulness_warmup_lr,
-        weight_decay=config.faithfulness_warmup_weight_decay,
+        config.faithfulness_warmup_lr,
+        config.faithfulness_warmup_weight_decay,
     )
     loss = torch.tensor(float("nan"))
     for _ in range(config.faithfulness_warmup_steps):

@@ -1,5 +1,7 @@
 """Tied components (TMS, W₂ = W₁ᵀ): shared storage, the reference's two Adam updates, errors."""
 
+from unittest.mock import patch
+
 import pytest
 import torch
 from torch import nn
@@ -9,7 +11,7 @@ from spd_core.component_model import ComponentModel
 from spd_core.config import ConfigError, ModulePattern
 from spd_core.decompose import decompose
 from spd_core.presets import resolve_config
-from spd_core.step import make_optimizer
+from spd_core.step import faithfulness_warmup, make_optimizer
 from spd_core.store import FactorStore
 from spd_core.task import toy_task
 from spd_core.tied_components import TiedComponentsError, ties_hold
@@ -119,3 +121,27 @@ def test_fsdp_refuses_ties_before_starting_ray(tmp_path):
     with pytest.raises(ConfigError, match=r"--strategy fsdp .* untie tied_components"):
         run_job(config, task, tmp_path / "x.zarr", JobOptions(workers=2, strategy="fsdp"))
     assert not (tmp_path / "x.zarr").exists()
+
+
+def test_no_optimizer_param_group_holds_two_views_of_one_storage():
+    # A foreach/fused Adam (the GPU default) updates a group in one kernel: aliased entries in
+    # one group would race there, so each tie's target factors get a group of their own.
+    model = _model([("linear1", "linear2")])
+    config = resolve_config("tms-5-2").model_copy(update={"faithfulness_warmup_steps": 1})
+    warmup_groups = []
+    real_step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        warmup_groups.append([g["params"] for g in self.param_groups])
+        return real_step(self, *args, **kwargs)
+
+    with patch.object(torch.optim.AdamW, "step", recording_step):
+        faithfulness_warmup(model, config)
+    for groups in (
+        warmup_groups[0],
+        [g["params"] for g in make_optimizer(model, 0.01).param_groups],
+    ):
+        assert sum(len(g) for g in groups) >= 4  # linear1 and linear2's U and V, at least
+        for group in groups:
+            pointers = [p.data_ptr() for p in group]
+            assert len(pointers) == len(set(pointers))
