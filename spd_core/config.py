@@ -232,7 +232,7 @@ class Config(_Strict):
     autocast_bf16: bool = True
     ci_alive_threshold: NonNegFloat = 0.1
     train_log_freq: PositiveInt = 100
-    eval_freq: PositiveInt = 1000
+    eval_freq: PositiveInt = 1000  # steps between the data-free evaluation figures in the curves
     eval: EvalConfig = EvalConfig()
 
     @model_validator(mode="after")

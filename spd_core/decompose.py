@@ -68,10 +68,12 @@ def create_store(
 
 
 def curve_values(record: LogRecord) -> dict[str, float]:
-    """One record of the store's training curves: loss terms, L0 per module, learning rate."""
+    """One record of the store's training curves: loss terms, L0 per module, learning rate, and
+    (every `eval_freq` steps) the data-free evaluation figures under their metric names."""
     values = {f"loss/{k}": v for k, v in record.terms.items()}
     values.update({f"l0/{k}": v for k, v in record.l0.items()})
     values["lr"] = record.lr
+    values.update(record.probes)
     return values
 
 

@@ -15,6 +15,7 @@ from spd_core.metrics.ci_l0 import ci_l0, ever_important, l0_per_token
 from spd_core.metrics.ci_patterns import dense_ci_error, identity_ci_error
 from spd_core.metrics.ground_truth import mmcs_ml2r
 from spd_core.metrics.lm_masks import CEKLMetric, ce_kl_values
+from spd_core.parallel.sharding import full_value, reshard
 from spd_core.step import autocast_context
 
 BatchFn = Callable[[int, torch.Generator | None], Tensor]
@@ -85,11 +86,24 @@ def evaluate(
     out.update({f"alive/{k}": int(v.sum().item()) for k, v in alive.items()})
     if causal_lm:
         out.update({f"lm/{k}": v for k, v in lm.compute().items()})
+    out.update(probe_metrics(model, config, n_features))
+    return out
+
+
+def probe_metrics(
+    model: ComponentModel, config: Config, n_features: int | None
+) -> dict[str, float]:
+    """The figures of `evaluate` that need no data: CI-pattern errors on one-hot inputs and
+    MMCS/ML2R against the ground truth, where `config.eval` asks for them. They draw no random
+    numbers, so a run can log them every `eval_freq` steps without changing its course. Under
+    FSDP every rank must call this: it gathers the factors, and shards them again after."""
+    out: dict[str, float] = {}
     if n_features is not None and (config.eval.identity_ci or config.eval.dense_ci):
         out.update(ci_pattern_errors(model, config, n_features))
     gt = config.eval.ground_truth_module
     if gt is not None:
         comp = model.components_of(gt)
-        for k, v in mmcs_ml2r(comp.U.detach(), comp.V.detach(), comp.weight).items():
-            out[f"{k}/{gt}"] = v
+        U, V = full_value(comp.U.detach()), full_value(comp.V.detach())
+        out.update({f"{k}/{gt}": v for k, v in mmcs_ml2r(U, V, comp.weight).items()})
+    reshard(model)
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -19,9 +19,11 @@ class ProgressEvent:
     l0: dict[str, float]
     steps_per_s: float
     eta_s: float
+    probes: dict[str, float] = field(default_factory=dict)
 
     def line(self) -> str:
-        """`step 100/1000 | loss/… | L0 … | 35.2 steps/s | ETA 0:00:26`."""
+        """`step 100/1000 | loss/… | L0 … | 35.2 steps/s | ETA 0:00:26`, then the evaluation
+        figures on their own line when the step has them (`  eval mmcs/linear1=0.9998 …`)."""
         terms = " ".join(f"{k}={v:.3g}" for k, v in self.terms.items())
         l0 = " ".join(f"{k}={v:.2f}" for k, v in self.l0.items())
         eta = (
@@ -30,16 +32,21 @@ class ProgressEvent:
             else "--:--:--"
         )
         width = len(str(self.steps))
-        return (
+        line = (
             f"step {self.step:>{width}}/{self.steps} | {terms} | L0 {l0} | "
             f"{self.steps_per_s:.1f} steps/s | ETA {eta}"
         )
+        if self.probes:
+            line += "\n  eval " + " ".join(f"{k}={v:.4g}" for k, v in self.probes.items())
+        return line
 
 
 def progress_event(record: LogRecord, steps: int, steps_per_s: float) -> ProgressEvent:
     """The progress line's data for a logged step, with the ETA at the current rate."""
     eta = (steps - record.step) / steps_per_s if steps_per_s > 0 else float("inf")
-    return ProgressEvent(record.step, steps, record.terms, record.l0, steps_per_s, eta)
+    return ProgressEvent(
+        record.step, steps, record.terms, record.l0, steps_per_s, eta, record.probes
+    )
 
 
 class RateMeter:

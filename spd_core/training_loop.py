@@ -15,6 +15,7 @@ import torch.distributed as dist
 
 from spd_core.component_model import ComponentModel
 from spd_core.config import Config, ConfigError
+from spd_core.evaluation import probe_metrics
 from spd_core.metrics.ci_l0 import ci_l0
 from spd_core.schedule import scheduled_value
 from spd_core.seeding import generator
@@ -24,12 +25,14 @@ from spd_core.task import DecompositionTask
 
 @dataclass
 class LogRecord:
-    """Loss terms and L0 per module at one logged step (averaged over ranks), and the LR."""
+    """Loss terms and L0 per module at one logged step (averaged over ranks), the LR, and at the
+    first logged step from each multiple of `eval_freq` on, the data-free evaluation figures."""
 
     step: int
     terms: dict[str, float]
     l0: dict[str, float]
     lr: float
+    probes: dict[str, float] = field(default_factory=dict)  # `probe_metrics`, when due
 
 
 @dataclass
@@ -101,7 +104,10 @@ def run_steps(
             terms = {k: v.detach() for k, v in result.terms.items()}
             terms["total"] = result.total.detach()
             l0 = ci_l0(result.ci.lower, config.ci_alive_threshold, result.item_weights)
-            on_log(LogRecord(done, *_mean_over_ranks(terms, l0, world_size), lr))
+            record = LogRecord(done, *_mean_over_ranks(terms, l0, world_size), lr)
+            if done % config.eval_freq < config.train_log_freq:
+                record.probes = probe_metrics(state.model, config, task.n_features)
+            on_log(record)
         if after_step is not None:
             after_step(state)
 

@@ -23,7 +23,9 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory, cache_dir):
-    config = resolve_config("tms-5-2").model_copy(update={"steps": 60, "train_log_freq": 20})
+    config = resolve_config("tms-5-2").model_copy(
+        update={"steps": 60, "train_log_freq": 20, "eval_freq": 40}
+    )
     task = toy_task(config, torch.device("cpu"), cache_dir)
     out = tmp_path_factory.mktemp("runs") / "tms.zarr"
     events = []
@@ -60,6 +62,35 @@ def test_curves_and_progress_are_recorded(short_run):
     curves = FactorStore.open(out).curves()
     assert list(curves["step"]) == [20, 40, 60]
     assert np.isfinite(curves["loss/total"]).all()
+
+
+def test_evaluation_figures_are_logged_every_eval_freq_steps_without_changing_the_run(
+    short_run, tmp_path
+):
+    config, task, _, out, events = short_run
+    assert [bool(e.probes) for e in events] == [False, True, False]  # step 40 only
+    assert set(events[1].probes) == {
+        "identity_ci_error/linear1",
+        "identity_ci_error/linear2",
+        "ci_error/total",
+        "mmcs/linear1",
+        "mmcs_std/linear1",
+        "ml2r/linear1",
+        "ml2r_std/linear1",
+    }
+    assert "\n  eval identity_ci_error/linear1=" in events[1].line()
+    curves = FactorStore.open(out).curves()
+    assert np.isnan(curves["mmcs/linear1"][[0, 2]]).all()
+    assert curves["mmcs/linear1"][1] == events[1].probes["mmcs/linear1"]
+    # The same run probed at its last step only: the same course, and that probe is the final
+    # evaluation's figure (same model state)
+    other = tmp_path / "probed-last.zarr"
+    decompose(config.model_copy(update={"eval_freq": 60}), task, out=other)
+    other_store = FactorStore.open(other)
+    np.testing.assert_array_equal(other_store.curves()["loss/total"], curves["loss/total"])
+    last = {k: v[-1] for k, v in other_store.curves().items()}
+    for key in ("identity_ci_error/linear1", "identity_ci_error/linear2", "mmcs/linear1"):
+        assert last[key] == pytest.approx(other_store.metrics[key], rel=1e-6), key
 
 
 def test_training_reduces_the_loss(short_run):

@@ -32,6 +32,7 @@ DETERMINISTIC = {
     "batch_size": 256,
     "eval_batch_size": 256,
     "train_log_freq": 10,
+    "eval_freq": 60,  # evaluation figures at steps 60 and 120: under fsdp every rank takes part
     # clipping on: under fsdp the norm must be taken over every rank's shard
     "grad_clip_norm_components": 0.01,
     "grad_clip_norm_ci_fns": 0.01,
@@ -156,6 +157,9 @@ def test_fsdp_with_a_killed_worker_equals_one_process(
     reference = FactorStore.open(one_process).metrics
     for key in ("mmcs/linear1", "ml2r/linear1", "l0/linear1", "alive/linear1"):
         assert store.metrics[key] == pytest.approx(reference[key], abs=1e-5), key
+    mmcs = store.curves()["mmcs/linear1"]
+    assert np.isfinite(mmcs[[5, 11]]).all() and np.isnan(np.delete(mmcs, [5, 11])).all()
+    assert mmcs[11] == pytest.approx(store.metrics["mmcs/linear1"], abs=1e-6)
     factor = zarr.open_array(out / "modules" / "linear2" / "V", mode="r")
     assert factor.chunks == (10, 2)  # FSDP shards: rows [0, 10) and [10, 20)
 

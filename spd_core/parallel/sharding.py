@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 from torch import Tensor
-from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
 from torch.distributed.tensor import DTensor
 
 from spd_core.component_model import ComponentModel
@@ -42,6 +42,14 @@ def shard_components(model: ComponentModel) -> None:
         for method in _FACTOR_METHODS:
             register_fsdp_forward_method(comp, method)
         fully_shard(model.ci_fn_of(name))
+
+
+def reshard(model: ComponentModel) -> None:
+    """Return every FSDP unit to its sharded state: a forward without a backward (an evaluation
+    under no_grad) leaves the units it ran gathered, and later reads of the factors expect shards."""
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
 
 
 def local_part(t: Tensor) -> Tensor:
