@@ -1,7 +1,8 @@
-"""Command-line parsing that users rely on, without running anything."""
+"""What users rely on from the command line itself: parsing, what it loads, how it exits."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 from services.cli import build_parser
 
@@ -32,3 +33,17 @@ def test_the_cli_loads_no_grpc_client_or_generated_code_until_a_query_runs():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert loaded.stdout.strip() == "[]"
+
+
+def test_a_reader_that_leaves_early_gets_no_traceback():
+    store = Path(__file__).parent / "fixtures" / "stores" / "tms-5-2-schema1.zarr"
+    code = "import sys; from services.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "inspect", str(store)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdout.close()  # like `| head` exiting before spd writes
+    stderr = proc.communicate(timeout=120)[1].decode()
+    assert proc.returncode == 141
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr
