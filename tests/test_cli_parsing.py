@@ -2,9 +2,9 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 from services.cli import build_parser
+from tests.test_store_compat import FIXTURE as SCHEMA1_STORE
 
 
 def test_query_connection_options_work_before_and_after_the_query_name():
@@ -36,10 +36,9 @@ def test_the_cli_loads_no_grpc_client_or_generated_code_until_a_query_runs():
 
 
 def test_a_reader_that_leaves_early_gets_no_traceback():
-    store = Path(__file__).parent / "fixtures" / "stores" / "tms-5-2-schema1.zarr"
     code = "import sys; from services.cli import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, "inspect", str(store)],
+        [sys.executable, "-c", code, "inspect", str(SCHEMA1_STORE)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
