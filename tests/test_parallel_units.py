@@ -1,5 +1,5 @@
 """Pure pieces of distributed decomposition, on one process: shard arithmetic, exact save and
-restore of the training state, job-path checks and address probing."""
+restore of the training state, run-path checks and address probing."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from services.ray_cluster import ClusterError, check_reachable
-from services.train.job import JobOptions, _check_paths, default_checkpoint_every
+from services.train.checkpoints import check_paths, default_checkpoint_every
 from spd_core.decompose import build_component_model, decompose
 from spd_core.parallel import training_state
 from spd_core.parallel.sharding import rows_per_shard, shard_rows
@@ -125,12 +125,12 @@ def test_existing_stores_are_refused_with_the_way_out(tms, tmp_path):
     decompose(config, task, out=done)
     ckpt = tmp_path / "ckpt"
     with pytest.raises(StoreError, match=r"complete factor store.*--overwrite"):
-        _check_paths(done, ckpt, config, JobOptions())
+        check_paths(done, ckpt, config, resume=False, overwrite=False, local=False)
     with pytest.raises(StoreError, match="already complete"):
-        _check_paths(done, ckpt, config, JobOptions(resume=True))
+        check_paths(done, ckpt, config, resume=True, overwrite=False, local=False)
     with pytest.raises(StoreError, match="no store"):
-        _check_paths(tmp_path / "none.zarr", ckpt, config, JobOptions(resume=True))
-    _check_paths(done, ckpt, config, JobOptions(overwrite=True))  # allowed
+        check_paths(tmp_path / "none.zarr", ckpt, config, resume=True, overwrite=False, local=False)
+    check_paths(done, ckpt, config, resume=False, overwrite=True, local=False)  # allowed
 
 
 def test_unreachable_address_fails_fast():
@@ -154,9 +154,13 @@ def test_a_checkpoint_dir_that_is_not_one_is_never_taken(tms, tmp_path):
     precious.mkdir()
     (precious / "thesis.tex").write_text("keep me")
     with pytest.raises(StoreError, match="not a checkpoint directory"):
-        _check_paths(tmp_path / "new.zarr", precious, config, JobOptions(overwrite=True))
+        check_paths(
+            tmp_path / "new.zarr", precious, config, resume=False, overwrite=True, local=False
+        )
     assert (precious / "thesis.tex").exists()
     stale = tmp_path / "old.zarr.checkpoints"
     (stale / "checkpoint_2026-01-01").mkdir(parents=True)
     with pytest.raises(StoreError, match="--overwrite to discard"):
-        _check_paths(tmp_path / "old.zarr", stale, config, JobOptions())
+        check_paths(
+            tmp_path / "old.zarr", stale, config, resume=False, overwrite=False, local=False
+        )

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 
+from services.train.local_run import LocalOptions, run_local
 from spd_core.component_model import ModuleSelectionError
 from spd_core.config import Config, ConfigError
-from spd_core.decompose import decompose
 from spd_core.hf.packaged import HFModelError
 from spd_core.parallel.sharding import STRATEGIES
 from spd_core.presets import preset_names, resolve_config
 from spd_core.progress import ProgressEvent
-from spd_core.store import FactorStore, StoreError
+from spd_core.store import StoreError
 from spd_core.targets.validation import TargetTrainingError
 from spd_core.task import make_task
 from spd_core.text.corpora import CorpusError
@@ -29,8 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Train SPD components for a target and write them to a Zarr factor store. "
         f"Presets: {', '.join(preset_names())}. By default the run is a Ray Train job on an "
         "embedded local Ray (no cluster needed); --address joins a running cluster, --no-ray "
-        "runs in this process. The store is marked complete only when the run finishes; an "
-        "interrupted Ray run continues with --resume from its last checkpoint.",
+        "runs in this process. The store is marked complete only when the run finishes; a "
+        "stopped or failed run continues with --resume from its last checkpoint.",
     )
     p.add_argument("config", metavar="PRESET|CONFIG.yaml", help="preset name or YAML config path")
     p.add_argument("--out", required=True, metavar="STORE", help="path of the .zarr store to write")
@@ -40,6 +39,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (Ray: one GPU per worker)")
     p.add_argument("--threads", type=int, help="torch CPU threads per process")
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        metavar="N",
+        help="steps between checkpoints (default: a tenth of the run); "
+        "a stopped or failed run loses at most this much work",
+    )
+    p.add_argument(
+        "--checkpoint-dir",
+        metavar="DIR",
+        help="where checkpoints go (default STORE.checkpoints; "
+        "on a multi-node cluster use shared storage); deleted once the store is complete",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an unfinished run from its last checkpoint "
+        "(same preset/config, --steps, --seed and, for Ray, --workers)",
+    )
     ray_opts = p.add_argument_group("Ray Train")
     ray_opts.add_argument("--workers", type=int, default=1, help="training workers (default 1)")
     ray_opts.add_argument(
@@ -59,23 +77,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per worker (default 1)"
     )
     ray_opts.add_argument(
-        "--checkpoint-every",
-        type=int,
-        metavar="N",
-        help="steps between checkpoints "
-        "(default: a tenth of the run); a failure loses at most this much work",
-    )
-    ray_opts.add_argument(
-        "--checkpoint-dir",
-        metavar="DIR",
-        help="where checkpoints go (default STORE.checkpoints; "
-        "on a multi-node cluster use shared storage)",
-    )
-    ray_opts.add_argument(
         "--max-failures", type=int, default=3, help="worker failures to recover from (default 3)"
-    )
-    ray_opts.add_argument(
-        "--resume", action="store_true", help="continue an unfinished run from its last checkpoint"
     )
     ray_opts.add_argument("--verbose", action="store_true", help="show Ray's and workers' logs")
     ray_opts.add_argument(
@@ -111,27 +113,30 @@ def run(args: argparse.Namespace) -> int:
     ) as err:
         return _fail(str(err))
     except KeyboardInterrupt:
-        hint = "" if args.no_ray else "; continue it with --resume"
-        print(f"\ninterrupted: {args.out} is left marked incomplete{hint}", file=sys.stderr)
+        print(
+            f"\ninterrupted: {args.out} is left marked incomplete; continue it with --resume",
+            file=sys.stderr,
+        )
         return 130
 
 
 def _run_here(args: argparse.Namespace, config: Config) -> int:
-    if args.resume or args.workers != 1:
-        return _fail("--no-ray runs one process: --resume and --workers need Ray")
-    if Path(args.out).exists() and not args.overwrite:
-        return _fail(_existing_store_message(args.out))
+    if args.workers != 1:
+        return _fail("--no-ray runs one process: --workers needs Ray")
     task = make_task(config, torch.device(args.device))
-    print(f"decomposing {args.config} for {config.steps} steps into {args.out}", flush=True)
-    result = decompose(
-        config,
-        task,
-        out=args.out,
-        overwrite=args.overwrite,
+    options = LocalOptions(
         device=args.device,
-        progress=None if args.quiet else _print_progress,
+        checkpoint_every=args.checkpoint_every,
+        checkpoint_dir=args.checkpoint_dir,
+        resume=args.resume,
+        overwrite=args.overwrite,
     )
-    return _summary(args.out, result.metrics)
+    verb = "resuming" if args.resume else "decomposing"
+    print(f"{verb} {args.config} for {config.steps} steps into {args.out}", flush=True)
+    metrics = run_local(
+        config, task, args.out, options, progress=None if args.quiet else _print_progress
+    )
+    return _summary(args.out, metrics)
 
 
 def _run_on_ray(args: argparse.Namespace, config: Config) -> int:
@@ -184,12 +189,3 @@ def _summary(out: str, metrics: dict) -> int:
 
 def _print_progress(event: ProgressEvent) -> None:
     print(event.line(), flush=True)
-
-
-def _existing_store_message(path: str) -> str:
-    try:
-        FactorStore.open(path)
-        state = "a complete factor store"
-    except StoreError:
-        state = "something (an incomplete store or another file)"
-    return f"{path} already holds {state}; pass --overwrite to replace it, or choose another --out"

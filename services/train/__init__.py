@@ -1,1 +1,2 @@
-"""Decomposition as a Ray Train job: the driver side (job.py) and the per-worker entry point."""
+"""Running a decomposition: as a Ray Train job (job.py on the driver, worker_entry.py on each
+worker) or in this process (local_run.py), with checkpoints and resume (checkpoints.py)."""

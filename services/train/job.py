@@ -12,13 +12,14 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from services.ray_cluster import check_capacity, connect
+from services.train.checkpoints import check_paths, checkpoint_dir_for, default_checkpoint_every
 from services.train.progress_relay import ProgressRelay
 from services.train.worker_entry import train_loop_per_worker
 from spd_core.config import Config, ConfigError
 from spd_core.decompose import build_component_model, create_store
 from spd_core.parallel.sharding import Strategy, rows_per_shard
 from spd_core.progress import ProgressEvent
-from spd_core.store import FactorStore, StoreError
+from spd_core.store import FactorStore
 from spd_core.task import DecompositionTask
 from spd_core.training_loop import local_batch_size
 
@@ -41,20 +42,6 @@ class JobOptions:
     verbose: bool = False
 
 
-def default_checkpoint_every(config: Config) -> int:
-    """A tenth of the run, rounded to the log frequency (at least one log interval)."""
-    tenth = max(1, config.steps // 10)
-    freq = config.train_log_freq
-    return max(freq, (tenth // freq) * freq)
-
-
-def checkpoint_dir_for(out: str | Path, options: JobOptions) -> Path:
-    """Where Ray Train keeps the run's checkpoints: --checkpoint-dir or `<STORE>.checkpoints`."""
-    if options.checkpoint_dir:
-        return Path(options.checkpoint_dir).absolute()
-    return Path(f"{Path(out).absolute()}.checkpoints")
-
-
 def run_job(
     config: Config,
     task: DecompositionTask,
@@ -71,13 +58,15 @@ def run_job(
             "--strategy fsdp shards each module's factors on its own, which would untie "
             f"tied_components {config.tied_components}; use --strategy ddp, or drop the ties"
         )
-    ckpt_dir = checkpoint_dir_for(out, options)
-    _check_paths(out, ckpt_dir, config, options)
+    ckpt_dir = checkpoint_dir_for(out, options.checkpoint_dir)
+    check_paths(
+        out, ckpt_dir, config, resume=options.resume, overwrite=options.overwrite, local=False
+    )
     started = connect(options.address, verbose=options.verbose)
     try:
         check_capacity(options.workers, options.cpus_per_worker, options.use_gpu)
         if not options.resume:
-            if ckpt_dir.exists():  # _check_paths allowed it: left by an earlier run
+            if ckpt_dir.exists():  # check_paths allowed it: left by an earlier run
                 shutil.rmtree(ckpt_dir)
             _create_store(out, config, task, options)
         job = {
@@ -123,57 +112,3 @@ def _create_store(
     model = build_component_model(config, task)
     chunks = {name: rows_per_shard(C, options.workers) for name, C in model.C.items()}
     create_store(out, model, config, task, overwrite=options.overwrite, chunk_c=chunks)
-
-
-def _check_paths(out: str | Path, ckpt_dir: Path, config: Config, options: JobOptions) -> None:
-    """Refuse what would lose work: a finished store, an unfinished one without --resume."""
-    path = Path(out)
-    if options.resume:
-        if not path.exists():
-            raise StoreError(f"--resume: there is no store at {out} to continue")
-        store_config = _stored_config(path)
-        if store_config != config.model_dump(mode="json"):
-            raise ConfigError(
-                f"--resume: {out} was started with a different config; resume with the same "
-                "preset/config, --steps and --seed"
-            )
-        if not ckpt_dir.exists():
-            raise StoreError(f"--resume: no checkpoints at {ckpt_dir}; was {out} started with Ray?")
-        return
-    if ckpt_dir.exists() and not _is_checkpoint_dir(ckpt_dir):
-        raise StoreError(
-            f"{ckpt_dir} exists and is not a checkpoint directory of an spd run; choose another "
-            "--checkpoint-dir (it is never deleted)"
-        )
-    if ckpt_dir.exists() and not path.exists() and not options.overwrite:
-        raise StoreError(
-            f"checkpoints of an earlier run are at {ckpt_dir} but {out} is gone; pass "
-            "--overwrite to discard them, or choose another --out"
-        )
-    if path.exists() and not options.overwrite:
-        try:
-            FactorStore.open(path)
-            state = "a complete factor store"
-            hint = "pass --overwrite to replace it, or choose another --out"
-        except StoreError:
-            state = "an unfinished store (or another file)"
-            hint = (
-                "pass --resume to continue it, --overwrite to start again, or choose another --out"
-            )
-        raise StoreError(f"{out} already holds {state}; {hint}")
-
-
-def _is_checkpoint_dir(path: Path) -> bool:
-    """Only what Ray Train writes for a run: checkpoint_* folders and its marker/snapshot files."""
-    if not path.is_dir():
-        return False
-    return all(
-        p.name.startswith(("checkpoint_", ".validate_storage_marker")) for p in path.iterdir()
-    )
-
-
-def _stored_config(path: Path) -> dict:
-    store = FactorStore.open(path, allow_incomplete=True)
-    if store.complete:
-        raise StoreError(f"--resume: {path} is already complete; nothing to continue")
-    return store.config

@@ -1,0 +1,135 @@
+"""`spd decompose --no-ray`: one process with checkpoints, and a stopped run resumes exactly."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from services.cli import main
+from services.train.checkpoints import check_paths, latest_local_checkpoint, save_local_checkpoint
+from services.train.local_run import LocalOptions, run_local
+from spd_core.decompose import build_component_model, decompose
+from spd_core.presets import resolve_config
+from spd_core.step import make_optimizer
+from spd_core.store import FactorStore, StoreError
+from spd_core.task import toy_task
+from spd_core.training_loop import TrainingState, new_generators
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("spd-cache")  # the trained target, shared with the CLI test
+
+
+@pytest.fixture(scope="module")
+def tms(cache_dir):
+    config = resolve_config("tms-5-2").model_copy(
+        update={"steps": 40, "batch_size": 64, "train_log_freq": 5, "eval_freq": 20}
+    )
+    return config, toy_task(config, torch.device("cpu"), cache_dir)
+
+
+def _params(path: Path) -> dict[str, np.ndarray]:
+    store = FactorStore.open(path)
+    out = {}
+    for module in store.modules:
+        out[f"{module}/U"], out[f"{module}/V"] = store.U(module), store.V(module)
+        out.update({f"{module}/ci/{k}": v for k, v in store.ci_fn_params(module).items()})
+    return out
+
+
+def _stop_at(step: int):
+    def progress(event) -> None:
+        if event.step == step:
+            raise KeyboardInterrupt
+
+    return progress
+
+
+def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_result(tms, tmp_path):
+    config, task = tms
+    decompose(config, task, out=tmp_path / "whole.zarr")
+    out = tmp_path / "cut.zarr"
+    options = LocalOptions(checkpoint_every=10)
+    with pytest.raises(KeyboardInterrupt):
+        run_local(config, task, out, options, progress=_stop_at(25))
+    with pytest.raises(StoreError, match="incomplete"):
+        FactorStore.open(out)
+    ckpt_dir = tmp_path / "cut.zarr.checkpoints"
+    names = sorted(p.name for p in ckpt_dir.iterdir())
+    assert names == ["checkpoint_step_000000010", "checkpoint_step_000000020"]  # keeps two
+
+    metrics = run_local(config, task, out, replace(options, resume=True))
+    assert metrics["restarts"] == 1 and metrics["workers"] == 1
+    assert not ckpt_dir.exists()  # a finished run needs none
+    store = FactorStore.open(out)
+    assert store.curves()["step"].tolist() == list(range(5, 41, 5))  # 25 logged once, not twice
+    whole, resumed = _params(tmp_path / "whole.zarr"), _params(out)
+    assert whole.keys() == resumed.keys()
+    for key in whole:  # the same RNG draws, Adam moments and steps: equal bit for bit
+        np.testing.assert_array_equal(resumed[key], whole[key], err_msg=key)
+    assert (
+        store.metrics["mmcs/linear1"]
+        == FactorStore.open(tmp_path / "whole.zarr").metrics["mmcs/linear1"]
+    )
+
+
+def _state(config, task, step: int) -> TrainingState:
+    model = build_component_model(config, task)
+    data, masks = new_generators(config, torch.device("cpu"))
+    return TrainingState(model, make_optimizer(model, 1e-3), data, masks, step=step)
+
+
+def test_checkpoints_keep_the_newest_and_never_resume_a_half_written_one(tms, tmp_path):
+    config, task = tms
+    leftover = tmp_path / "checkpoint_step_000000030.partial"  # a save that crashed midway
+    leftover.mkdir()
+    (leftover / "rank-00000.pt").write_bytes(b"truncated")
+    assert latest_local_checkpoint(tmp_path) is None
+    for step in (10, 20):
+        save_local_checkpoint(_state(config, task, step), tmp_path)
+    assert latest_local_checkpoint(tmp_path) == (20, tmp_path / "checkpoint_step_000000020")
+    save_local_checkpoint(_state(config, task, 100), tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["checkpoint_step_000000020", "checkpoint_step_000000100"]
+    assert latest_local_checkpoint(tmp_path)[0] == 100  # by step, though "1…" sorts before "2…"
+
+
+def test_resume_names_the_runner_a_run_was_started_with(tms, tmp_path):
+    config, task = tms
+    out = tmp_path / "run.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        run_local(config, task, out, LocalOptions(checkpoint_every=10), progress=_stop_at(15))
+    ckpt_dir = tmp_path / "run.zarr.checkpoints"
+    with pytest.raises(StoreError, match=r"started with --no-ray.*resume it with --no-ray"):
+        check_paths(out, ckpt_dir, config, resume=True, overwrite=False, local=False)
+    ray_dir = tmp_path / "ray-ckpts"
+    (ray_dir / "checkpoint_2026-11-27_01-02-03.456789").mkdir(parents=True)
+    with pytest.raises(StoreError, match=r"no checkpoint of a --no-ray run.*without --no-ray"):
+        check_paths(out, ray_dir, config, resume=True, overwrite=False, local=True)
+    with pytest.raises(StoreError, match=r"before its first checkpoint.*--overwrite"):
+        check_paths(out, tmp_path / "none", config, resume=True, overwrite=False, local=True)
+
+
+def test_cli_resumes_a_stopped_no_ray_run(tmp_path, cache_dir, monkeypatch, capsys):
+    monkeypatch.setenv("SPD_CACHE_DIR", str(cache_dir))
+    out, ckpt = tmp_path / "cli.zarr", tmp_path / "elsewhere"
+    config = resolve_config("tms-5-2").model_copy(update={"steps": 30})  # as the CLI builds it
+    task = toy_task(config, torch.device("cpu"), cache_dir)
+    with pytest.raises(KeyboardInterrupt):
+        options = LocalOptions(checkpoint_every=10, checkpoint_dir=str(ckpt))
+        run_local(config, task, out, options, progress=_stop_at(30))  # its only log: the last
+    args = ["decompose", "tms-5-2", "--out", str(out), "--steps", "30", "--no-ray"]
+    assert main([*args, "--checkpoint-dir", str(ckpt), "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "resuming tms-5-2" in printed and "step 30/30" in printed
+    assert FactorStore.open(out).metrics["restarts"] == 1
+    assert not ckpt.exists()  # removed with the finished run
+    assert main(args) == 2
+    assert "complete factor store" in capsys.readouterr().err
+    assert main([*args, "--resume"]) == 2
+    assert "already complete; nothing to continue" in capsys.readouterr().err
