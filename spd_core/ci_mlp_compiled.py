@@ -27,9 +27,10 @@ _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
-def _block_forward(x_t: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
-    """Σ_h w2[:, h] · gelu(x_t · w1[:, h] + b1[:, h]) over this block's hidden units, (C, rows)."""
-    out = torch.zeros_like(x_t)
+def _block_forward(x_t: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, acc: Tensor) -> Tensor:
+    """acc + Σ_h w2[:, h] · gelu(x_t · w1[:, h] + b1[:, h]) over this block's hidden units, (C, rows).
+    The running sum goes through the kernel, so adding a block costs no launch of its own."""
+    out = acc
     for h in range(w1.shape[1]):
         pre = x_t * w1[:, h : h + 1] + b1[:, h : h + 1]
         out = out + w2[:, h : h + 1] * (0.5 * pre * (1.0 + torch.erf(pre * _INV_SQRT2)))
@@ -37,10 +38,10 @@ def _block_forward(x_t: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
 
 
 def _block_backward(
-    x_t: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, g_t: Tensor
+    x_t: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, g_t: Tensor, grad_x: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Gradients of x_t, w1, b1, w2 for this block, given the output gradient g_t (C, rows)."""
-    grad_x = torch.zeros_like(x_t)
+    """grad_x plus this block's part of it, and the block's gradients of w1, b1, w2, given the
+    output gradient g_t (C, rows)."""
     grad_w1, grad_b1, grad_w2 = [], [], []
     for h in range(w1.shape[1]):
         pre = x_t * w1[:, h : h + 1] + b1[:, h : h + 1]
@@ -59,10 +60,13 @@ _compiled_forward = torch.compile(_block_forward, dynamic=True)
 _compiled_backward = torch.compile(_block_backward, dynamic=True)
 
 
-def _blocks(*weights: Tensor) -> list[tuple[Tensor, ...]]:
-    """The (C, H) weights cut into contiguous (C, ≤ BLOCK) pieces along H."""
-    pieces = [w.split(BLOCK, dim=1) for w in weights]
-    return [tuple(p.contiguous() for p in group) for group in zip(*pieces, strict=True)]
+def _blocked(weight: Tensor) -> Tensor:
+    """(C, H) → (blocks, C, BLOCK) in one copy, zero-padded to whole blocks: block i is a
+    contiguous view. A padded unit adds nothing: its w1, b1 and w2 are 0, and gelu(0) = 0."""
+    C, H = weight.shape
+    n = -(-H // BLOCK)
+    padded = torch.nn.functional.pad(weight, (0, n * BLOCK - H))
+    return padded.reshape(C, n, BLOCK).permute(1, 0, 2).contiguous()
 
 
 class _CompiledPerComponentGeluMLP(torch.autograd.Function):
@@ -71,9 +75,9 @@ class _CompiledPerComponentGeluMLP(torch.autograd.Function):
         ctx: FunctionCtx, x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor
     ) -> Tensor:
         x_t = x.t().contiguous()  # (C, rows): rows are contiguous, the kernels vectorise along them
-        out_t = b2.unsqueeze(1).expand_as(x_t)
-        for block in _blocks(w1, b1, w2):
-            out_t = out_t + _compiled_forward(x_t, *block)
+        out_t = b2.unsqueeze(1).expand_as(x_t).contiguous()
+        for block in zip(*(_blocked(w) for w in (w1, b1, w2)), strict=True):
+            out_t = _compiled_forward(x_t, *block, out_t)
         ctx.save_for_backward(x_t, w1, b1, w2)
         return out_t.t()
 
@@ -83,11 +87,11 @@ class _CompiledPerComponentGeluMLP(torch.autograd.Function):
         g_t = grad_out.t().contiguous()
         grad_x_t = torch.zeros_like(x_t)
         grads: list[tuple[Tensor, Tensor, Tensor]] = []
-        for block in _blocks(w1, b1, w2):
-            gx, gw1, gb1, gw2 = _compiled_backward(x_t, *block, g_t)
-            grad_x_t = grad_x_t + gx
+        for block in zip(*(_blocked(w) for w in (w1, b1, w2)), strict=True):
+            grad_x_t, gw1, gb1, gw2 = _compiled_backward(x_t, *block, g_t, grad_x_t)
             grads.append((gw1, gb1, gw2))
-        grad_w1, grad_b1, grad_w2 = (torch.cat(g, dim=1) for g in zip(*grads, strict=True))
+        H = w1.shape[1]
+        grad_w1, grad_b1, grad_w2 = (torch.cat(g, dim=1)[:, :H] for g in zip(*grads, strict=True))
         return grad_x_t.t(), grad_w1, grad_b1, grad_w2, grad_out.sum(0)
 
 

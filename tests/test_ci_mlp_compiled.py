@@ -9,22 +9,25 @@ from spd_core.ci_mlp_compiled import compiled_kernels_work, compiled_per_compone
 from spd_core.ci_mlp_kernel import per_component_gelu_mlp
 
 H = 2 * ci_mlp_compiled.BLOCK  # two blocks: the per-block gradients must be concatenated in order
+PADDED_H = H + 3  # a last block zero-padded to full size: its padding must add nothing
 # Inductor emits C++ on the CPU and Triton on a GPU: where one is present, both are checked.
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 
 
-def _inputs(rows: int, C: int, device: str = "cpu") -> tuple[torch.Tensor, ...]:
+def _inputs(rows: int, C: int, device: str = "cpu", hidden: int = H) -> tuple[torch.Tensor, ...]:
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(rows, C, generator=gen)
-    w1, b1, w2 = (torch.randn(C, H, generator=gen) for _ in range(3))
+    w1, b1, w2 = (torch.randn(C, hidden, generator=gen) for _ in range(3))
     b2 = torch.randn(C, generator=gen)
     return tuple(t.to(device).requires_grad_() for t in (x, w1, b1, w2, b2))
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize(("rows", "C"), [(37, 5), (300, 19)])  # odd sizes: vector tails
-def test_values_and_every_gradient_match_the_eager_op(rows, C, device):
-    inputs = _inputs(rows, C, device)
+@pytest.mark.parametrize(
+    ("rows", "C", "hidden"), [(37, 5, H), (300, 19, H), (37, 5, PADDED_H)]
+)  # odd sizes: vector tails
+def test_values_and_every_gradient_match_the_eager_op(rows, C, hidden, device):
+    inputs = _inputs(rows, C, device, hidden)
     weights = torch.randn(rows, C, generator=torch.Generator().manual_seed(2)).to(device)
     compiled_out = compiled_per_component_gelu_mlp(*inputs)
     assert compiled_kernels_work() is True  # not a silent fallback to the eager op
