@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from spd_core.ci_functions import make_ci_fn
 from spd_core.components import Components, module_kind
 from spd_core.config import ModulePattern
-from spd_core.masks import ModuleMask
+from spd_core.masks import ModuleMask, select_routed
 from spd_core.sigmoids import SIGMOIDS
 from spd_core.tied_components import check_ties, tie
 
@@ -295,7 +295,7 @@ class ComponentModel(nn.Module):
                 target_y = product if comp.bias is None else product + comp.bias
             else:
                 target_y = original(x)
-            return torch.where(mm.routing.unsqueeze(-1), y, target_y)
+            return select_routed(mm.routing, y, target_y)
 
         return forward
 

@@ -11,6 +11,16 @@ from torch import Tensor
 LEAK = 0.01
 
 
+def indicator(compare: Callable[..., Tensor], x: Tensor, value: float) -> Tensor:
+    """compare(x, value) as 0./1. in x's dtype, e.g. `indicator(torch.gt, z, 0.0)`.
+
+    Written straight into a float tensor, a comparison runs at the speed of arithmetic; on CPUs a
+    bool result is 5x slower, and `torch.where` on one 20x (0.5M elements: 0.23 ms against
+    1.3 ms and 5 ms on this project's machine). The hot masks are built from these.
+    """
+    return compare(x, value, out=torch.empty_like(x))
+
+
 class _ClampedLowerLeaky(torch.autograd.Function):
     """Forward clamp(z, 0, 1); backward passes the gradient on (0, 1], and below 0 only a leaked
     gradient that would raise z (so a dead component can come back), nothing above 1."""
@@ -23,9 +33,25 @@ class _ClampedLowerLeaky(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
         (z,) = ctx.saved_tensors
-        inside = (z > 0) & (z <= 1)
-        below_wants_up = (z <= 0) & (grad < 0)
-        return torch.where(inside, grad, torch.where(below_wants_up, LEAK * grad, 0.0))
+        inside = indicator(torch.gt, z, 0.0).mul_(indicator(torch.le, z, 1.0))
+        leak = indicator(torch.le, z, 0.0).mul_(indicator(torch.lt, grad, 0.0)).mul_(LEAK)
+        return grad * inside.add_(leak)  # disjoint: the factor is 1, LEAK or 0
+
+
+class _UpperLeaky(torch.autograd.Function):
+    """0 below 0, z on [0, 1], 1 + 0.01 (z − 1) above 1; the gradient is 1 on [0, 1], 0.01 above."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor) -> Tensor:
+        ctx.save_for_backward(z)
+        return (z - 1).clamp_(min=0.0).mul_(LEAK).add_(z.clamp(0.0, 1.0))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (z,) = ctx.saved_tensors
+        inside = indicator(torch.ge, z, 0.0).mul_(indicator(torch.le, z, 1.0))
+        above = indicator(torch.gt, z, 1.0).mul_(LEAK)
+        return grad * inside.add_(above)  # disjoint: the factor is 1, LEAK or 0
 
 
 def lower_leaky_clamped(z: Tensor) -> Tensor:
@@ -40,7 +66,7 @@ def lower_leaky_value(z: Tensor) -> Tensor:
 
 def upper_leaky(z: Tensor) -> Tensor:
     """0 below 0, z on [0, 1], 1 + 0.01 (z - 1) above 1."""
-    return torch.where(z > 1, 1 + LEAK * (z - 1), z.clamp(min=0.0))
+    return _UpperLeaky.apply(z)
 
 
 SigmoidPair = tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]

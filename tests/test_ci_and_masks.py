@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from spd_core.ci_functions import make_ci_fn
-from spd_core.masks import stochastic_masks, uniform_k_subset_routing
+from spd_core.masks import select_routed, stochastic_masks, uniform_k_subset_routing
 from spd_core.sigmoids import lower_leaky_clamped, lower_leaky_value, upper_leaky
 
 
@@ -59,6 +59,27 @@ def test_upper_leaky_gradient():
     z = torch.tensor([-1.0, 0.5, 2.0], requires_grad=True)
     upper_leaky(z).sum().backward()
     assert z.grad.tolist() == pytest.approx([0.0, 1.0, 0.01])
+
+
+def test_sigmoid_gradients_at_the_kinks():
+    """z = 0 and z = 1 belong to [0, 1] for the upper sigmoid (as clamp's gradient has it), and
+    to (0, 1] for the lower one, whose z = 0 only leaks a gradient that raises z."""
+    z = torch.tensor([0.0, 0.0, 1.0, 1.0], requires_grad=True)
+    lower_leaky_clamped(z).backward(torch.tensor([-2.0, 2.0, 3.0, -3.0]))
+    assert z.grad.tolist() == pytest.approx([-0.02, 0.0, 3.0, -3.0])
+    z.grad = None
+    upper_leaky(z).backward(torch.tensor([2.0, -2.0, 3.0, -3.0]))
+    assert z.grad.tolist() == pytest.approx([2.0, -2.0, 3.0, -3.0])
+
+
+def test_select_routed_takes_each_position_from_one_side_with_its_gradient():
+    routed = torch.tensor([[1.0, -2.0], [3.0, 4.0], [5.0, -6.0]], requires_grad=True)
+    unrouted = torch.tensor([[7.0, 8.0], [-9.0, 10.0], [11.0, 12.0]], requires_grad=True)
+    out = select_routed(torch.tensor([True, False, True]), routed, unrouted)
+    assert out.tolist() == [[1.0, -2.0], [-9.0, 10.0], [5.0, -6.0]]
+    out.backward(torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]))
+    assert routed.grad.tolist() == [[1.0, 2.0], [0.0, 0.0], [5.0, 6.0]]
+    assert unrouted.grad.tolist() == [[0.0, 0.0], [3.0, 4.0], [0.0, 0.0]]
 
 
 def test_continuous_masks_lie_between_ci_and_one_and_carry_gradient():
