@@ -11,8 +11,10 @@ public implementation's, measured on this machine's CPU with one thread (issue #
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -42,13 +44,16 @@ def time_per_call(fn, n: int, warmup: int = 3) -> float:
     return (time.perf_counter() - start) / n
 
 
-def measure(preset: str, n: int, device: str, compile_ci_fn: bool | None = None) -> None:
-    """Time `preset` as shipped, or with `compile_ci_fn` forced on or off (named in the output)."""
+def make_steps(
+    preset: str, device: str, compile_ci_fn: bool | None = None
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(spd_step, floor_step) for `preset` as shipped, or with `compile_ci_fn` forced on or off.
+
+    spd_step is what the training loop does: batch, clean pass, CI, every loss, backward, Adam;
+    floor_step the target's own forward+backward at the same batch."""
     config = resolve_config(preset)
-    name = preset
     if compile_ci_fn is not None:
         config = config.model_copy(update={"compile_ci_fn": compile_ci_fn})
-        name = f"{preset}[{'compiled' if compile_ci_fn else 'eager'}]"
     dev = torch.device(device)
     task = toy_task(config, dev)
     model = build_component_model(config, task).to(dev)
@@ -63,14 +68,22 @@ def measure(preset: str, n: int, device: str, compile_ci_fn: bool | None = None)
         opt.step()
 
     x = task.batch_fn(config.batch_size, data_gen).requires_grad_(True)
+    target = copy.deepcopy(task.target).requires_grad_(True)  # the SPD step's stays frozen
 
     def floor_step() -> None:
-        task.target(x).sum().backward()
+        target(x).sum().backward()
 
+    return spd_step, floor_step
+
+
+def measure(preset: str, n: int, device: str, compile_ci_fn: bool | None = None) -> None:
+    """Time `preset` as shipped, or with `compile_ci_fn` forced on or off (named in the output)."""
+    name = preset
+    if compile_ci_fn is not None:
+        name = f"{preset}[{'compiled' if compile_ci_fn else 'eager'}]"
+    spd_step, floor_step = make_steps(preset, device, compile_ci_fn)
     step_s = time_per_call(spd_step, n)  # the warm-up steps include any compilation
-    task.target.requires_grad_(True)
     floor_s = time_per_call(floor_step, max(n, 20))
-    task.target.requires_grad_(False)
     emit(f"{name}/step_time", step_s * 1000, "ms")
     emit(f"{name}/steps_per_s", 1 / step_s, "steps/s")
     emit(f"{name}/floor_time", floor_s * 1000, "ms")
