@@ -12,7 +12,8 @@ import torch
 from services.cli import main
 from services.train.checkpoints import check_paths, latest_local_checkpoint, save_local_checkpoint
 from services.train.local_run import LocalOptions, run_local
-from spd_core.decompose import build_component_model, decompose
+from spd_core.decompose import build_component_model, create_store, decompose
+from spd_core.parallel.worker import WorkerPlan, run_worker
 from spd_core.presets import resolve_config
 from spd_core.step import make_optimizer
 from spd_core.store import FactorStore, StoreError
@@ -133,3 +134,28 @@ def test_cli_resumes_a_stopped_no_ray_run(tmp_path, cache_dir, monkeypatch, caps
     assert "complete factor store" in capsys.readouterr().err
     assert main([*args, "--resume"]) == 2
     assert "already complete; nothing to continue" in capsys.readouterr().err
+
+
+def test_a_restart_without_a_checkpoint_starts_the_curves_over(tms, tmp_path):
+    """A worker that dies before the first checkpoint is restarted from scratch (Ray does this
+    on its own): the store must not keep the dead run's curve records beside the new ones."""
+    config, task = tms
+    out = tmp_path / "restart.zarr"
+    create_store(out, build_component_model(config, task), config, task, overwrite=False)
+    plan = WorkerPlan(config, out, "ddp", 0, 1, torch.device("cpu"), checkpoint_every=1000)
+
+    def stop(record) -> None:
+        if record.step == 25:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_worker(plan, task, on_log=stop)
+    assert FactorStore.open(out, allow_incomplete=True).curves()["step"].tolist() == [
+        5,
+        10,
+        15,
+        20,
+        25,
+    ]
+    run_worker(plan, task)
+    assert FactorStore.open(out).curves()["step"].tolist() == list(range(5, 41, 5))

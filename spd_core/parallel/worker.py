@@ -89,7 +89,7 @@ def run_worker(
         resume(state, task, config, resume_from, rank, world)
 
     writer = StoreWriter.open_existing(plan.store)
-    if rank == 0 and resume_from is not None:
+    if rank == 0:  # also a restart without a checkpoint: the stopped run's curves start over
         writer.truncate_curves(after_step=state.step)
 
     def log(record: LogRecord) -> None:
