@@ -61,11 +61,3 @@ def with_routing(masks: dict[str, ModuleMask], routing: dict[str, Tensor]) -> di
         name: ModuleMask(m.mask, m.delta_mask, routing.get(name, m.routing))
         for name, m in masks.items()
     }
-
-
-def select_routed(routing: Tensor, routed: Tensor, unrouted: Tensor) -> Tensor:
-    """`routed` at the positions where `routing` (…, bool) is set, `unrouted` elsewhere: exactly
-    torch.where's values and gradients, as a 0./1. product, which is much faster on CPUs
-    (`spd_core.sigmoids.indicator`); the term that is not chosen is multiplied by 0."""
-    chosen = routing.unsqueeze(-1).to(routed.dtype)
-    return torch.addcmul(routed * chosen, unrouted, 1 - chosen)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from spd_core.ci_functions import make_ci_fn
-from spd_core.masks import select_routed, stochastic_masks, uniform_k_subset_routing
+from spd_core.masks import stochastic_masks, uniform_k_subset_routing
 from spd_core.sigmoids import lower_leaky_clamped, lower_leaky_value, upper_leaky
 
 
@@ -70,16 +70,6 @@ def test_sigmoid_gradients_at_the_kinks():
     z.grad = None
     upper_leaky(z).backward(torch.tensor([2.0, -2.0, 3.0, -3.0]))
     assert z.grad.tolist() == pytest.approx([2.0, -2.0, 3.0, -3.0])
-
-
-def test_select_routed_takes_each_position_from_one_side_with_its_gradient():
-    routed = torch.tensor([[1.0, -2.0], [3.0, 4.0], [5.0, -6.0]], requires_grad=True)
-    unrouted = torch.tensor([[7.0, 8.0], [-9.0, 10.0], [11.0, 12.0]], requires_grad=True)
-    out = select_routed(torch.tensor([True, False, True]), routed, unrouted)
-    assert out.tolist() == [[1.0, -2.0], [-9.0, 10.0], [5.0, -6.0]]
-    out.backward(torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]))
-    assert routed.grad.tolist() == [[1.0, 2.0], [0.0, 0.0], [5.0, 6.0]]
-    assert unrouted.grad.tolist() == [[0.0, 0.0], [3.0, 4.0], [0.0, 0.0]]
 
 
 def test_continuous_masks_lie_between_ci_and_one_and_carry_gradient():

@@ -106,6 +106,44 @@ def test_routing_replaces_only_routed_positions():
     torch.testing.assert_close(out[:, 1], lm(ids)[:, 1])
 
 
+def _everywhere_then_select(comp, mm, x, inner, product, target_y):
+    """The plain definition: the components on every position, then the routed ones kept."""
+    y = comp(x, mm.mask, mm.delta_mask, inner=inner, target_product=product)
+    return torch.where(mm.routing.unsqueeze(-1), y, target_y)
+
+
+def test_components_run_only_where_routed_with_the_same_outputs_and_gradients(monkeypatch):
+    lm = TinyLM()
+    model = ComponentModel(lm, _all(), "mlp", [3])
+    gen = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 11, (5, 7), generator=gen)
+    masks = {
+        "wte": ModuleMask(torch.rand(5, 7, 4, generator=gen), torch.rand(5, 7, generator=gen)),
+        "c_fc": ModuleMask(torch.rand(4, generator=gen), None),  # one mask for every position
+        "head": ModuleMask(torch.rand(5, 7, 4, generator=gen), torch.rand(5, 7, generator=gen)),
+    }
+    routings = {
+        "wte": torch.rand(5, 7, generator=gen) < 0.5,
+        "c_fc": torch.rand(5, 7, generator=gen) < 0.5,
+        "head": torch.ones(5, 7, dtype=torch.bool),  # every position routed
+    }
+    masks = {n: ModuleMask(m.mask, m.delta_mask, routings[n]) for n, m in masks.items()}
+    weights = torch.randn(5, 7, 11, generator=gen)
+
+    def output_and_grads():
+        out = model.masked_forward(model.prepare(ids), masks)  # a fresh graph each time
+        params = model.component_parameters()
+        return out.detach(), torch.autograd.grad((out * weights).sum(), params)
+
+    out, grads = output_and_grads()
+    monkeypatch.setattr("spd_core.component_model._on_routed_positions", _everywhere_then_select)
+    ref_out, ref_grads = output_and_grads()
+    torch.testing.assert_close(out, ref_out, rtol=1e-6, atol=1e-6)
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(out, lm(ids))  # the masks did change the output
+
+
 def test_masked_forward_leaves_target_untouched_afterwards():
     lm = TinyLM()
     model = ComponentModel(lm, _all(), "mlp", [3])

@@ -1,11 +1,11 @@
-"""The elementwise mask operations of a step, with bool masks and `torch.where` against spd's
-0./1. float masks, forward + backward side by side in one run (JSON lines).
+"""The sigmoids of a step with bool masks and `torch.where` against spd's 0./1. float masks,
+forward + backward side by side in one run (JSON lines).
 
-    python benchmarks/mask_ops.py [--rows 1279] [--C 400] [--d-out 1000] [--threads 1]
+    python benchmarks/sigmoid_masks.py [--rows 1279] [--C 400] [--threads 1]
 
-The default shapes are one resid-mlp-2 step's: 1279 active rows, C = 400 per module, routed
-outputs of width 1000. Each pair computes the same values and gradients bit for bit (checked
-here before timing); only the kernels differ.
+The default shape is one resid-mlp-2 step's CI tensor: 1279 active rows, C = 400 per module.
+Each pair computes the same values and gradients bit for bit (checked here before timing); only
+the kernels differ.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from spd_core.masks import select_routed
 from spd_core.sigmoids import LEAK, lower_leaky_clamped, upper_leaky
 
 
@@ -46,10 +45,6 @@ def where_upper_leaky(z: Tensor) -> Tensor:
     return torch.where(z > 1, 1 + LEAK * (z - 1), z.clamp(min=0.0))
 
 
-def where_route(y: Tensor, target: Tensor, routing: Tensor) -> Tensor:
-    return torch.where(routing.unsqueeze(-1), y, target)
-
-
 def forward_backward(fn: Callable[..., Tensor], inputs: list[Tensor], grad: Tensor) -> list:
     for t in inputs:
         t.grad = None
@@ -70,7 +65,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1279)
     parser.add_argument("--C", type=int, default=400)
-    parser.add_argument("--d-out", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=50)
     args = parser.parse_args()
@@ -79,19 +73,9 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     z = (torch.randn(args.rows, args.C, generator=gen) * 2).requires_grad_()
     g = torch.randn(args.rows, args.C, generator=gen)
-    y = torch.randn(args.rows, args.d_out, generator=gen).requires_grad_()
-    target = torch.randn(args.rows, args.d_out, generator=gen).requires_grad_()
-    g_out = torch.randn(args.rows, args.d_out, generator=gen)
-    routing = torch.rand(args.rows, generator=gen) < 0.5
     cases = {
         "lower_leaky": (_WhereLowerLeaky.apply, lower_leaky_clamped, [z], g),
         "upper_leaky": (where_upper_leaky, upper_leaky, [z], g),
-        "routing": (
-            lambda a, b: where_route(a, b, routing),
-            lambda a, b: select_routed(routing, a, b),
-            [y, target],
-            g_out,
-        ),
     }
     for name, (old, new, inputs, grad) in cases.items():
         for a, b in zip(
