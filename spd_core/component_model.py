@@ -347,19 +347,21 @@ def _on_routed_positions(
     if bool(routing.all()):
         return comp(x, mm.mask, mm.delta_mask, inner=inner, target_product=product)
     rows = routing.reshape(-1).nonzero().squeeze(-1)
+    positions = routing.dim()
 
-    def take(t: Tensor | None, per_position: bool) -> Tensor | None:
-        if t is None or not per_position:
+    def take(t: Tensor | None, trailing: int) -> Tensor | None:
+        """The routed rows of a per-position tensor (`trailing` dims after the positions); a
+        tensor of any other shape is shared by every position and passes as it is."""
+        if t is None or t.dim() != positions + trailing or t.shape[:positions] != routing.shape:
             return t
-        return t.reshape(-1, *t.shape[routing.dim() :])[rows]
+        return t.reshape(-1, *t.shape[positions:])[rows]
 
-    mask = mm.mask
     y = comp(
-        take(x, True),
-        take(mask, mask is not None and mask.dim() > 1),
-        take(mm.delta_mask, True),
-        inner=take(inner, True),
-        target_product=take(product, True),
+        take(x, 1),
+        take(mm.mask, 1),
+        take(mm.delta_mask, 0),
+        inner=take(inner, 1),
+        target_product=take(product, 1),
     )
     flat = target_y.reshape(-1, target_y.shape[-1])
     return flat.index_copy(0, rows, y).reshape(target_y.shape)
