@@ -145,8 +145,8 @@ def _incomplete_store(path: Path, curves: bool = False) -> Path:
     )
     writer.write_factors("fc", np.ones((3, 2), np.float32), np.ones((3, 4), np.float32))
     if curves:
-        writer.append_curves(1, {"loss/total": 1.0, "l0/fc": 2.0})
-        writer.append_curves(2, {"loss/total": 0.5, "l0/fc": 1.5})
+        writer.append_curves(1, {"loss/total": 1.0, "l0/fc": 2.0, "mmcs/fc": 0.75})
+        writer.append_curves(2, {"loss/total": 0.5, "l0/fc": 1.5})  # no evaluation at step 2
     return path
 
 
@@ -159,6 +159,22 @@ def test_incomplete_store_is_exit_2_unless_allowed(tmp_path, capsys):
     assert main(["inspect", str(path), "--allow-incomplete"]) == 0
     out = capsys.readouterr().out
     assert "complete      no" in out and "fc" in out
+    assert "training      nothing logged yet" in out
+
+
+def test_an_unfinished_store_shows_how_far_its_run_got(tmp_path, capsys):
+    path = _incomplete_store(tmp_path / "running.zarr", curves=True)
+    assert main(["inspect", str(path), "--allow-incomplete"]) == 0
+    out = capsys.readouterr().out
+    assert "training      2 of 5 steps logged" in out
+    lines = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
+    assert lines["loss/total"] == ["0.5", "(step", "2)"]
+    assert lines["mmcs/fc"] == ["0.75", "(step", "1)"]  # the latest evaluation, not NaN
+    assert main(["inspect", str(path), "--allow-incomplete", "--json"]) == 0
+    training = json.loads(capsys.readouterr().out)["training"]
+    assert training["last_step"] == 2
+    assert training["latest"]["l0/fc"] == {"step": 2, "value": 1.5}
+    assert training["latest"]["mmcs/fc"] == {"step": 1, "value": 0.75}
 
 
 def test_corrupt_store_is_exit_2_without_traceback(toy_store, tmp_path, capsys):

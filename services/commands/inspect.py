@@ -36,6 +36,8 @@ store's completeness, schema version, code version and the config's target.
   modules   {name: {kind, C, d_in, d_out, alive, l0[, identity_ci_error | dense_ci_error]}}
             (alive/l0 are null when the store has no such metric)
   metrics   every stored summary metric, flat, exactly as stored (NaN is null)
+  training  {last_step, latest: {curve: {step, value}}}: the last logged step and each training
+            curve's latest finite value (the table shows these for an unfinished store)
   figures   the PNG paths written, and figures_skipped {figure: reason} (only with --plot)
 
 --plot DIR writes PNG figures into DIR (created if missing) and prints their paths:
@@ -55,7 +57,8 @@ important on held-out windows of the store's corpus, with their context (--top K
 first --windows N held-out windows); with --json they come under the key "component".
 
 A missing, incomplete, corrupt or newer-schema store is an error (exit status 2); use
---allow-incomplete to look at a store whose run has not finished.
+--allow-incomplete to look at a store whose run has not finished: the table then also shows how
+far the run got (its last logged step and each curve's latest value).
 """
 
 
@@ -130,7 +133,21 @@ def summarize(store: FactorStore) -> dict[str, Any]:
         "seed": config.get("seed"),
         "modules": modules,
         "metrics": metrics,
+        "training": training_progress(store),
     }
+
+
+def training_progress(store: FactorStore) -> dict[str, Any]:
+    """The last logged step and each training curve's latest finite value, with its step (the
+    evaluation figures are logged only every `eval_freq` steps)."""
+    curves = store.curves()
+    steps = curves.pop("step")
+    latest = {}
+    for name, values in sorted(curves.items()):
+        finite = [i for i, v in enumerate(values.tolist()) if math.isfinite(v)]
+        if finite:
+            latest[name] = {"step": int(steps[finite[-1]]), "value": float(values[finite[-1]])}
+    return {"last_step": int(steps[-1]) if len(steps) else None, "latest": latest}
 
 
 def _fmt(value: Any) -> str:
@@ -203,6 +220,8 @@ def format_table(summary: dict[str, Any]) -> str:
     lines.append(line(["-" * w for w in widths]))
     lines.extend(line(r) for r in rows)
 
+    if not summary["complete"]:
+        lines.extend(["", *_progress_lines(summary)])
     per_module = _module_metric_keys(summary["modules"])
     others = {k: v for k, v in summary["metrics"].items() if k not in per_module}
     lines.append("")
@@ -213,6 +232,23 @@ def format_table(summary: dict[str, Any]) -> str:
     else:
         lines.append("metrics       (none stored)")
     return "\n".join(lines)
+
+
+def _progress_lines(summary: dict[str, Any]) -> list[str]:
+    """How far an unfinished run got: its last logged step and latest curve values."""
+    training = summary["training"]
+    if training["last_step"] is None:
+        return ["training      nothing logged yet"]
+    lines = [
+        f"training      {training['last_step']} of {_fmt(summary['steps'])} steps logged; "
+        "latest values:"
+    ]
+    width = max(len(k) for k in training["latest"])
+    lines.extend(
+        f"  {k.ljust(width)}  {v['value']:<10.4g}  (step {v['step']})"
+        for k, v in training["latest"].items()
+    )
+    return lines
 
 
 def _open(path: str, allow_incomplete: bool) -> FactorStore:
