@@ -243,7 +243,7 @@ def _progress_lines(summary: dict[str, Any]) -> list[str]:
         f"training      {training['last_step']} of {_fmt(summary['steps'])} steps logged; "
         "latest values:"
     ]
-    width = max(len(k) for k in training["latest"])
+    width = max((len(k) for k in training["latest"]), default=0)
     lines.extend(
         f"  {k.ljust(width)}  {v['value']:<10.4g}  (step {v['step']})"
         for k, v in training["latest"].items()
