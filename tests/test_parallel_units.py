@@ -13,7 +13,7 @@ from services.ray_cluster import ClusterError, check_reachable
 from services.train.checkpoints import check_paths, default_checkpoint_every
 from spd_core.decompose import build_component_model, decompose
 from spd_core.parallel import training_state
-from spd_core.parallel.sharding import rows_per_shard, shard_rows
+from spd_core.parallel.sharding import full_trainable_state, rows_per_shard, shard_rows
 from spd_core.parallel.worker import resume
 from spd_core.presets import resolve_config
 from spd_core.progress import ProgressEvent
@@ -53,6 +53,15 @@ def _state(config, task) -> TrainingState:
 
 def _params(state: TrainingState) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in state.model.state_dict().items()}
+
+
+def test_only_the_rank_that_keeps_the_gathered_state_holds_it(tms):
+    config, task = tms
+    model = build_component_model(config, task)
+    kept = full_trainable_state(model)
+    assert set(kept) == {k for k in model.state_dict() if not k.startswith("target.")}
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in kept.items())
+    assert full_trainable_state(model, keep=False) == {}
 
 
 def test_restored_state_continues_bitwise_like_the_uninterrupted_run(tms, tmp_path):

@@ -78,9 +78,16 @@ def owned_rows(param: Tensor, rank: int, world_size: int) -> tuple[int, Tensor]:
 
 
 @torch.no_grad()
-def full_trainable_state(model: ComponentModel) -> dict[str, Tensor]:
-    """Components and CI-function parameters, gathered whole (every rank must call this)."""
-    return {k: full_value(v).detach().clone() for k, v in trainable_items(model)}
+def full_trainable_state(model: ComponentModel, keep: bool = True) -> dict[str, Tensor]:
+    """Components and CI-function parameters, gathered whole (every rank must call this). A rank
+    with `keep=False` takes part in each gather and drops the result at once, so it never holds
+    more than one whole parameter; it gets {}."""
+    state = {}
+    for k, v in trainable_items(model):
+        whole = full_value(v)
+        if keep:
+            state[k] = whole.detach().clone()
+    return state
 
 
 def trainable_items(model: ComponentModel) -> list[tuple[str, Tensor]]:

@@ -123,7 +123,7 @@ def run_worker(
     _write_owned_rows(writer, model, rank, world)
     memory["peak_rss_bytes"] = peak_rss_bytes()
     memory = max_over_ranks(memory, world)
-    full = full_trainable_state(model)
+    full = full_trainable_state(model, keep=rank == 0)  # only rank 0 evaluates the whole model
     if world > 1:
         dist.barrier()  # every rank's rows are in the store before rank 0 marks it complete
     if rank != 0:
