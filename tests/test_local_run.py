@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from services.cli import main
+from services.commands.decompose import interrupted_message
 from services.train.checkpoints import check_paths, latest_local_checkpoint, save_local_checkpoint
 from services.train.local_run import LocalOptions, run_local
 from spd_core.decompose import build_component_model, create_store, decompose
@@ -159,3 +162,30 @@ def test_a_restart_without_a_checkpoint_starts_the_curves_over(tms, tmp_path):
     ]
     run_worker(plan, task)
     assert FactorStore.open(out).curves()["step"].tolist() == list(range(5, 41, 5))
+
+
+def test_an_interrupted_cli_run_says_how_to_go_on(tms, tmp_path, monkeypatch, capsys):
+    config, task = tms
+    out = tmp_path / "stopped.zarr"
+
+    def stopped_run(config, task, out, options, progress=None):  # Ctrl-C after step 25
+        run_local(config, task, out, replace(options, checkpoint_every=10), _stop_at(25))
+
+    monkeypatch.setattr("services.commands.decompose.make_task", lambda *a: task)
+    monkeypatch.setattr("services.commands.decompose.run_local", stopped_run)
+    monkeypatch.setattr("services.commands.decompose.resolve_config", lambda name: config)
+    assert main(["decompose", "tms-5-2", "--out", str(out), "--no-ray", "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert f"{out} is left incomplete; continue it with --resume (from step 20)" in err
+
+    args = SimpleNamespace(out=str(out), checkpoint_dir=None, no_ray=True)
+    shutil.rmtree(f"{out}.checkpoints")
+    assert "before its first checkpoint; start it again with --overwrite" in (
+        interrupted_message(args)
+    )
+    ray_ckpt = tmp_path / "ray"
+    (ray_ckpt / "checkpoint_2026-11-27_03-00-00.000000").mkdir(parents=True)
+    ray_args = SimpleNamespace(out=str(out), checkpoint_dir=str(ray_ckpt), no_ray=False)
+    assert "--resume (from its last checkpoint)" in interrupted_message(ray_args)
+    missing = SimpleNamespace(out=str(tmp_path / "never.zarr"), checkpoint_dir=None, no_ray=True)
+    assert interrupted_message(missing).startswith("interrupted before")
