@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from services.train.checkpoints import checkpoint_dir_for, latest_local_checkpoint
+from services.train.checkpoints import checkpoint_dir_for, resume_point
 from services.train.local_run import LocalOptions, run_local
 from spd_core.component_model import ModuleSelectionError
 from spd_core.config import Config, ConfigError
@@ -123,21 +123,13 @@ def interrupted_message(args: argparse.Namespace) -> str:
     """What a stopped run left behind, and the command's way on from there."""
     if not Path(args.out).exists():
         return f"interrupted before {args.out} was created"
-    ckpt_dir = checkpoint_dir_for(args.out, args.checkpoint_dir)
-    if args.no_ray:
-        found = latest_local_checkpoint(ckpt_dir)
-        since = f" (from step {found[0]})" if found else None
-    else:
-        ray_saved = ckpt_dir.is_dir() and any(
-            p.is_dir() and p.name.startswith("checkpoint_") for p in ckpt_dir.iterdir()
-        )
-        since = " (from its last checkpoint)" if ray_saved else None
+    since = resume_point(checkpoint_dir_for(args.out, args.checkpoint_dir), local=args.no_ray)
     if since is None:
         return (
             f"interrupted: {args.out} is left incomplete, before its first checkpoint; "
             "start it again with --overwrite"
         )
-    return f"interrupted: {args.out} is left incomplete; continue it with --resume{since}"
+    return f"interrupted: {args.out} is left incomplete; continue it with --resume (from {since})"
 
 
 def _run_here(args: argparse.Namespace, config: Config) -> int:

@@ -17,8 +17,8 @@ from spd_core.parallel import training_state
 from spd_core.store import FactorStore, StoreError
 from spd_core.training_loop import TrainingState
 
-LOCAL_PREFIX = "checkpoint_step_"
-_LOCAL_NAME = re.compile(rf"{LOCAL_PREFIX}(\d+)$")
+_LOCAL_PREFIX = "checkpoint_step_"
+_LOCAL_NAME = re.compile(rf"{_LOCAL_PREFIX}(\d+)$")
 _PARTIAL_SUFFIX = ".partial"  # a folder still being written; never resumed from
 
 
@@ -67,7 +67,7 @@ def check_paths(
                 "resume it with --no-ray"
             )
         return
-    if ckpt_dir.exists() and not is_checkpoint_dir(ckpt_dir):
+    if ckpt_dir.exists() and not _is_checkpoint_dir(ckpt_dir):
         raise StoreError(
             f"{ckpt_dir} exists and is not a checkpoint directory of an spd run; choose another "
             "--checkpoint-dir (it is never deleted)"
@@ -90,7 +90,7 @@ def check_paths(
         raise StoreError(f"{out} already holds {state}; {hint}")
 
 
-def is_checkpoint_dir(path: Path) -> bool:
+def _is_checkpoint_dir(path: Path) -> bool:
     """Only what spd's runs write there: checkpoint_* folders and Ray's marker/snapshot files."""
     if not path.is_dir():
         return False
@@ -109,17 +109,30 @@ def latest_local_checkpoint(ckpt_dir: Path) -> tuple[int, Path] | None:
     return max(found) if found else None
 
 
+def resume_point(ckpt_dir: Path, local: bool) -> str | None:
+    """Where `--resume` would continue from: "step N" for a run in this process, "its last
+    checkpoint" for a Ray job (Ray's folder names carry no step); None when nothing is saved."""
+    if local:
+        found = latest_local_checkpoint(ckpt_dir)
+        return f"step {found[0]}" if found else None
+    saved = ckpt_dir.is_dir() and any(
+        p.is_dir() and p.name.startswith("checkpoint_") and not p.name.startswith(_LOCAL_PREFIX)
+        for p in ckpt_dir.iterdir()
+    )
+    return "its last checkpoint" if saved else None
+
+
 def save_local_checkpoint(state: TrainingState, ckpt_dir: Path, keep: int = 2) -> Path:
     """Write `state` as `checkpoint_step_<step>` (complete or absent, never half-written) and
     delete all but the newest `keep` checkpoints."""
-    final = ckpt_dir / f"{LOCAL_PREFIX}{state.step:09d}"
+    final = ckpt_dir / f"{_LOCAL_PREFIX}{state.step:09d}"
     partial = final.with_name(final.name + _PARTIAL_SUFFIX)
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     training_state.save(state, partial, rank=0, world_size=1)
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
-    others = [p for p in ckpt_dir.iterdir() if p != final and p.name.startswith(LOCAL_PREFIX)]
+    others = [p for p in ckpt_dir.iterdir() if p != final and p.name.startswith(_LOCAL_PREFIX)]
     complete = sorted(p for p in others if _LOCAL_NAME.match(p.name))  # zero-padded: by step
     leftovers = [p for p in others if not _LOCAL_NAME.match(p.name)]  # partial, from a crash
     for stale in leftovers + complete[: max(0, len(complete) - (keep - 1))]:
