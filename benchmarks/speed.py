@@ -2,10 +2,16 @@
 
     python benchmarks/speed.py tms-5-2-id resid-mlp-1 tms-40-10-id [--threads 1] [--steps 30]
     python benchmarks/speed.py tms-40-10-id --ci-fn-kernels both   # eager vs compiled CI fns
+    python benchmarks/speed.py tms-5-2-id --reference-python ref-venv/bin/python
 
 A step is what the training loop does: batch, clean pass, CI, every loss, backward, Adam.
-The floor is the target's own forward+backward at the same batch. The reference figures are the
-public implementation's, measured on this machine's CPU with one thread (issue #2).
+The floor is the target's own forward+backward at the same batch.
+
+`--reference-python` also times the public reference implementation (goodfire-ai/spd) on the
+same target, in the same run (`benchmarks/reference_step.py`, set up by
+`benchmarks/setup_reference.sh`), and prints `speedup_vs_reference`. Without it, the ratio is to
+the reference's figures that issue #2 measured on this machine's CPU with one thread on another
+day (`speedup_vs_issue_figure`); this CPU's speed varies by tens of percent from day to day.
 """
 
 from __future__ import annotations
@@ -13,8 +19,11 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -24,7 +33,7 @@ from spd_core.seeding import generator
 from spd_core.step import make_optimizer, step_loss
 from spd_core.task import toy_task
 
-REFERENCE_STEPS_PER_S = {"tms-5-2-id": 20.6, "resid-mlp-1": 3.3, "tms-40-10-id": 0.75}
+ISSUE_REFERENCE_STEPS_PER_S = {"tms-5-2-id": 20.6, "resid-mlp-1": 3.3, "tms-40-10-id": 0.75}
 
 
 def emit(name: str, value: float, unit: str) -> None:
@@ -76,8 +85,11 @@ def make_steps(
     return spd_step, floor_step
 
 
-def measure(preset: str, n: int, device: str, compile_ci_fn: bool | None = None) -> None:
-    """Time `preset` as shipped, or with `compile_ci_fn` forced on or off (named in the output)."""
+def measure(
+    preset: str, n: int, device: str, compile_ci_fn: bool | None = None
+) -> tuple[str, float]:
+    """Time `preset` as shipped, or with `compile_ci_fn` forced on or off; (its name in the
+    output, seconds per step)."""
     name = preset
     if compile_ci_fn is not None:
         name = f"{preset}[{'compiled' if compile_ci_fn else 'eager'}]"
@@ -88,8 +100,26 @@ def measure(preset: str, n: int, device: str, compile_ci_fn: bool | None = None)
     emit(f"{name}/steps_per_s", 1 / step_s, "steps/s")
     emit(f"{name}/floor_time", floor_s * 1000, "ms")
     emit(f"{name}/step_over_floor", step_s / floor_s, "x")
-    if preset in REFERENCE_STEPS_PER_S:
-        emit(f"{name}/speedup_vs_reference", (1 / step_s) / REFERENCE_STEPS_PER_S[preset], "x")
+    if preset in ISSUE_REFERENCE_STEPS_PER_S:
+        per_s = ISSUE_REFERENCE_STEPS_PER_S[preset]
+        emit(f"{name}/speedup_vs_issue_figure", (1 / step_s) / per_s, "x")
+    return name, step_s
+
+
+def reference_step_seconds(python: str, preset: str, n: int, threads: int) -> float:
+    """One step of the reference implementation on this preset's target, timed by
+    `reference_step.py` under the reference's own Python."""
+    task = toy_task(resolve_config(preset), torch.device("cpu"))
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "target.pt"
+        torch.save(task.target.state_dict(), weights)
+        script = Path(__file__).with_name("reference_step.py")
+        command = [python, str(script), preset, "--weights", str(weights)]
+        command += ["--steps", str(max(n, 8)), "--threads", str(threads)]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=tmp)
+    if done.returncode != 0:
+        raise SystemExit(f"reference_step.py failed for {preset}:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["value"] / 1000
 
 
 def main() -> None:
@@ -107,15 +137,26 @@ def main() -> None:
         help="'both': time each preset with compile_ci_fn off and on, side by side "
         "(presets whose CI function is the paper's one-hidden-layer mlp)",
     )
+    parser.add_argument(
+        "--reference-python",
+        help="the Python of an environment with the reference implementation installed "
+        "(benchmarks/setup_reference.sh): time its step on each preset in the same run",
+    )
     args = parser.parse_args()
+    if args.reference_python is not None and args.device != "cpu":
+        parser.error("--reference-python times the reference on the CPU only")
     torch.set_num_threads(args.threads)
     emit("torch_threads", torch.get_num_threads(), "threads")
     for preset in args.presets:
-        if args.ci_fn_kernels == "both":
-            for compiled in (False, True):
-                measure(preset, args.steps, args.device, compiled)
-        else:
-            measure(preset, args.steps, args.device)
+        variants = (False, True) if args.ci_fn_kernels == "both" else (None,)
+        timed = [measure(preset, args.steps, args.device, compiled) for compiled in variants]
+        if args.reference_python is not None:
+            reference_s = reference_step_seconds(
+                args.reference_python, preset, args.steps, args.threads
+            )
+            emit(f"{preset}/reference_step_time", reference_s * 1000, "ms")
+            for name, step_s in timed:
+                emit(f"{name}/speedup_vs_reference", reference_s / step_s, "x")
 
 
 if __name__ == "__main__":

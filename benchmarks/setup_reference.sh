@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# An environment with the public reference implementation (goodfire-ai/spd) for
+# `benchmarks/speed.py --reference-python VENV/bin/python`, which times its step beside ours.
+#
+#   git clone https://github.com/goodfire-ai/spd ref-spd   # timed at commit 3f0bb61e
+#   bash benchmarks/setup_reference.sh ref-spd ref-venv [python3.13]
+#
+# The reference needs Python 3.13. Only what its SPD loop imports is installed, not its app and
+# cluster extras. On Linux `pip install torch==2.13.0` for 3.13 is the CUDA build (about 3 GB);
+# it runs on a CPU-only machine too.
+set -euo pipefail
+if [ $# -lt 2 ]; then
+  echo "usage: $0 REFERENCE_CHECKOUT VENV_DIR [PYTHON3.13]" >&2
+  exit 2
+fi
+src=$1 venv=$2 python=${3:-python3.13}
+[ -f "$src/spd/run_spd.py" ] || { echo "$src is not a checkout of goodfire-ai/spd" >&2; exit 2; }
+"$python" -m venv "$venv"
+"$venv/bin/pip" install torch==2.13.0 numpy "pydantic<2.12" jaxtyping einops "wandb<0.22" \
+  wandb-workspaces==0.1.12 fire tqdm matplotlib python-dotenv transformers datasets scipy zstandard
+"$venv/bin/pip" install --no-deps -e "$src"
+"$venv/bin/python" -c "import spd.run_spd" && echo "reference ready: $venv/bin/python"
