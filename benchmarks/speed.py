@@ -5,7 +5,9 @@
     python benchmarks/speed.py tms-5-2-id --reference-python ref-venv/bin/python
 
 A step is what the training loop does: batch, clean pass, CI, every loss, backward, Adam.
-The floor is the target's own forward+backward at the same batch.
+The floor is the target's own forward+backward at the same batch. Steps and floor passes are
+timed in alternating rounds and the medians reported, as this CPU's speed drifts by tens of
+percent within minutes; a ratio is the median of the rounds' ratios.
 
 `--reference-python` also times the public reference implementation (goodfire-ai/spd) on the
 same target, in the same run (`benchmarks/reference_step.py`, set up by
@@ -19,10 +21,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import statistics
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -51,6 +55,17 @@ def time_per_call(fn, n: int, warmup: int = 3) -> float:
         fn()
     sync()
     return (time.perf_counter() - start) / n
+
+
+def alternating(fns: list[Callable[[], None]], calls: list[int], rounds: int) -> list[list[float]]:
+    """Seconds per call of each of `fns` (`calls` calls each) in each of `rounds` rounds, the fns
+    taking turns within a round: this CPU's speed drifts by tens of percent within minutes, and
+    turns make the drift hit every fn alike. Each fn is warmed up first (any compilation)."""
+    for fn in fns:
+        for _ in range(3):
+            fn()
+    pairs = list(zip(fns, calls, strict=True))
+    return [[time_per_call(fn, k, warmup=0) for fn, k in pairs] for _ in range(rounds)]
 
 
 def make_steps(
@@ -85,25 +100,35 @@ def make_steps(
     return spd_step, floor_step
 
 
-def measure(
-    preset: str, n: int, device: str, compile_ci_fn: bool | None = None
-) -> tuple[str, float]:
-    """Time `preset` as shipped, or with `compile_ci_fn` forced on or off; (its name in the
-    output, seconds per step)."""
+@dataclass
+class Timed:
+    name: str  # the preset, with [eager] or [compiled] where the CI kernels were forced
+    step: Callable[[], None]
+    step_s: float  # median over the rounds
+
+
+ROUNDS = 5
+
+
+def measure(preset: str, n: int, device: str, compile_ci_fn: bool | None = None) -> Timed:
+    """Time `preset` as shipped, or with `compile_ci_fn` forced on or off: `n` steps and as many
+    floor passes (at least 20), in alternating rounds; medians over the rounds."""
     name = preset
     if compile_ci_fn is not None:
         name = f"{preset}[{'compiled' if compile_ci_fn else 'eager'}]"
     spd_step, floor_step = make_steps(preset, device, compile_ci_fn)
-    step_s = time_per_call(spd_step, n)  # the warm-up steps include any compilation
-    floor_s = time_per_call(floor_step, max(n, 20))
+    per_round = max(n // ROUNDS, 1)
+    rounds = alternating([spd_step, floor_step], [per_round, max(per_round, 4)], ROUNDS)
+    step_s = statistics.median(r[0] for r in rounds)
+    floor_s = statistics.median(r[1] for r in rounds)
     emit(f"{name}/step_time", step_s * 1000, "ms")
     emit(f"{name}/steps_per_s", 1 / step_s, "steps/s")
     emit(f"{name}/floor_time", floor_s * 1000, "ms")
-    emit(f"{name}/step_over_floor", step_s / floor_s, "x")
+    emit(f"{name}/step_over_floor", statistics.median(s / f for s, f in rounds), "x")
     if preset in ISSUE_REFERENCE_STEPS_PER_S:
         per_s = ISSUE_REFERENCE_STEPS_PER_S[preset]
         emit(f"{name}/speedup_vs_issue_figure", (1 / step_s) / per_s, "x")
-    return name, step_s
+    return Timed(name, spd_step, step_s)
 
 
 def reference_step_seconds(python: str, preset: str, n: int, threads: int) -> float:
@@ -155,8 +180,11 @@ def main() -> None:
                 args.reference_python, preset, args.steps, args.threads
             )
             emit(f"{preset}/reference_step_time", reference_s * 1000, "ms")
-            for name, step_s in timed:
-                emit(f"{name}/speedup_vs_reference", reference_s / step_s, "x")
+            for t in timed:  # ours again after the reference, against drift meanwhile
+                after_s = time_per_call(t.step, max(args.steps // 2, 1), warmup=0)
+                emit(f"{t.name}/step_time_after_reference", after_s * 1000, "ms")
+                ours_s = (t.step_s + after_s) / 2
+                emit(f"{t.name}/speedup_vs_reference", reference_s / ours_s, "x")
 
 
 if __name__ == "__main__":
