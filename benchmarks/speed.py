@@ -110,25 +110,37 @@ class Timed:
 ROUNDS = 5
 
 
-def measure(preset: str, n: int, device: str, compile_ci_fn: bool | None = None) -> Timed:
-    """Time `preset` as shipped, or with `compile_ci_fn` forced on or off: `n` steps and as many
-    floor passes (at least 20), in alternating rounds; medians over the rounds."""
-    name = preset
-    if compile_ci_fn is not None:
-        name = f"{preset}[{'compiled' if compile_ci_fn else 'eager'}]"
-    spd_step, floor_step = make_steps(preset, device, compile_ci_fn)
+def measure(preset: str, n: int, device: str, variants: tuple[bool | None, ...]) -> list[Timed]:
+    """Time `preset` with each of `variants` (compile_ci_fn as shipped, or forced off or on) and
+    the floor: `n` steps of each and as many floor passes (at least 20), in alternating rounds,
+    so that an A/B of the variants is as fair as the floor ratio; medians over the rounds."""
+    names, steps = [], []
+    for compiled in variants:
+        spd_step, floor_step = make_steps(preset, device, compiled)
+        names.append(
+            preset if compiled is None else f"{preset}[{'compiled' if compiled else 'eager'}]"
+        )
+        steps.append(spd_step)
     per_round = max(n // ROUNDS, 1)
-    rounds = alternating([spd_step, floor_step], [per_round, max(per_round, 4)], ROUNDS)
-    step_s = statistics.median(r[0] for r in rounds)
-    floor_s = statistics.median(r[1] for r in rounds)
-    emit(f"{name}/step_time", step_s * 1000, "ms")
-    emit(f"{name}/steps_per_s", 1 / step_s, "steps/s")
-    emit(f"{name}/floor_time", floor_s * 1000, "ms")
-    emit(f"{name}/step_over_floor", statistics.median(s / f for s, f in rounds), "x")
-    if preset in ISSUE_REFERENCE_STEPS_PER_S:
-        per_s = ISSUE_REFERENCE_STEPS_PER_S[preset]
-        emit(f"{name}/speedup_vs_issue_figure", (1 / step_s) / per_s, "x")
-    return Timed(name, spd_step, step_s)
+    rounds = alternating(
+        [*steps, floor_step], [per_round] * len(steps) + [max(per_round, 4)], ROUNDS
+    )
+    floor_s = statistics.median(r[-1] for r in rounds)
+    timed = []
+    for i, (name, spd_step) in enumerate(zip(names, steps, strict=True)):
+        step_s = statistics.median(r[i] for r in rounds)
+        emit(f"{name}/step_time", step_s * 1000, "ms")
+        emit(f"{name}/steps_per_s", 1 / step_s, "steps/s")
+        emit(f"{name}/floor_time", floor_s * 1000, "ms")
+        emit(f"{name}/step_over_floor", statistics.median(r[i] / r[-1] for r in rounds), "x")
+        if preset in ISSUE_REFERENCE_STEPS_PER_S:
+            per_s = ISSUE_REFERENCE_STEPS_PER_S[preset]
+            emit(f"{name}/speedup_vs_issue_figure", (1 / step_s) / per_s, "x")
+        timed.append(Timed(name, spd_step, step_s))
+    if variants == (False, True):
+        ratio = statistics.median(r[0] / r[1] for r in rounds)
+        emit(f"{preset}/eager_step_over_compiled", ratio, "x")
+    return timed
 
 
 def reference_step_seconds(python: str, preset: str, n: int, threads: int) -> float:
@@ -174,7 +186,7 @@ def main() -> None:
     emit("torch_threads", torch.get_num_threads(), "threads")
     for preset in args.presets:
         variants = (False, True) if args.ci_fn_kernels == "both" else (None,)
-        timed = [measure(preset, args.steps, args.device, compiled) for compiled in variants]
+        timed = measure(preset, args.steps, args.device, variants)
         if args.reference_python is not None:
             reference_s = reference_step_seconds(
                 args.reference_python, preset, args.steps, args.threads
