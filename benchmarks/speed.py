@@ -155,7 +155,10 @@ def reference_step_seconds(python: str, preset: str, n: int, threads: int) -> fl
         command += ["--steps", str(max(n, 8)), "--threads", str(threads)]
         done = subprocess.run(command, capture_output=True, text=True, cwd=tmp)
     if done.returncode != 0:
-        raise SystemExit(f"reference_step.py failed for {preset}:\n{done.stderr[-3000:]}")
+        hint = ""
+        if "No module named 'spd'" in done.stderr:
+            hint = f"{python} has no reference implementation; make one with setup_reference.sh\n"
+        raise SystemExit(f"{hint}reference_step.py failed for {preset}:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])["value"] / 1000
 
 
