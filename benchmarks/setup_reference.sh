@@ -2,7 +2,7 @@
 # An environment with the public reference implementation (goodfire-ai/spd) for
 # `benchmarks/speed.py --reference-python VENV/bin/python`, which times its step beside ours.
 #
-#   git clone https://github.com/goodfire-ai/spd ref-spd   # timed at commit 3f0bb61e
+#   git clone https://github.com/goodfire-ai/spd ref-spd && git -C ref-spd checkout 3f0bb61e
 #   bash benchmarks/setup_reference.sh ref-spd ref-venv [python3.13]
 #
 # The reference needs Python 3.13. Only what its SPD loop imports is installed, not its app and
