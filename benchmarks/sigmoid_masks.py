@@ -11,18 +11,14 @@ the kernels differ.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 
 import torch
+from speed import emit
 from torch import Tensor
 
 from spd_core.sigmoids import LEAK, lower_leaky_clamped, upper_leaky
-
-
-def emit(name: str, value: float, unit: str) -> None:
-    print(json.dumps({"name": name, "value": round(value, 4), "unit": unit}), flush=True)
 
 
 class _WhereLowerLeaky(torch.autograd.Function):
