@@ -4,7 +4,11 @@ import pytest
 import torch
 
 from spd_core.metrics.ci_l0 import ci_l0, ever_important
-from spd_core.metrics.ci_patterns import dense_ci_error, identity_ci_error
+from spd_core.metrics.ci_patterns import (
+    dense_ci_error,
+    identity_broken_inputs,
+    identity_ci_error,
+)
 from spd_core.metrics.ground_truth import mmcs_ml2r, n_significant_subcomponents
 
 
@@ -25,6 +29,15 @@ def test_identity_error_counts_misses_and_strays():
     ci[0, 0], ci[1, 1], ci[2, 2] = 1.0, 0.5, 1.0  # one weak diagonal entry
     ci[0, 3] = 0.3  # one stray
     assert identity_ci_error(ci) == 2
+    assert identity_broken_inputs(ci) == [0, 1]
+
+
+def test_identity_broken_inputs_sees_a_feature_split_over_components():
+    ci = torch.zeros(3, 5)
+    ci[0, 1], ci[2, 0] = 1.0, 0.97
+    ci[1, 2], ci[1, 3], ci[1, 4] = 0.5, 0.4, 0.3  # input 1 spread over three components
+    assert identity_ci_error(ci) == 3  # a weak diagonal entry (0.5) and two strays
+    assert identity_broken_inputs(ci) == [1]
 
 
 def test_dense_error():

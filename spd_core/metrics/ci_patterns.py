@@ -22,15 +22,26 @@ def dense_permutation(ci: Tensor) -> Tensor:
     return ci.detach().float().sum(0).argsort(descending=True).cpu()
 
 
+def _identity_misses(ci: Tensor, tol: float) -> Tensor:
+    """(n_inputs, C) bool, after the best permutation: diagonal entries < 1 − tol and
+    off-diagonal entries > tol."""
+    n = ci.shape[0]
+    p = ci[:, identity_permutation(ci)]
+    misses = p > tol
+    eye = torch.arange(n)
+    misses[eye, eye] = p[eye, eye] < 1 - tol
+    return misses
+
+
 def identity_ci_error(ci: Tensor, tol: float = 0.1) -> int:
     """ci (n_inputs, C). Count off-diagonal entries > tol and diagonal entries < 1 − tol after
     the best permutation; 0 means one dedicated, fully important component per input."""
-    n = ci.shape[0]
-    p = ci[:, identity_permutation(ci)]
-    diag = torch.diagonal(p[:, :n])
-    off = p.clone()
-    off[torch.arange(n), torch.arange(n)] = 0
-    return int((off > tol).sum().item() + (diag < 1 - tol).sum().item())
+    return int(_identity_misses(ci, tol).sum().item())
+
+
+def identity_broken_inputs(ci: Tensor, tol: float = 0.1) -> list[int]:
+    """ci (n_inputs, C). The inputs whose row holds an entry `identity_ci_error` counts."""
+    return _identity_misses(ci, tol).any(1).nonzero().flatten().tolist()
 
 
 def dense_ci_error(ci: Tensor, k: int, tol: float = 0.1) -> int:
