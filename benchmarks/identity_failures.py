@@ -20,30 +20,11 @@ from pathlib import Path
 
 import torch
 from speed import emit
-from torch import Tensor
 
 from spd_core.evaluation import one_hot_ci
 from spd_core.loading import load_component_model
 from spd_core.metrics.ci_patterns import identity_broken_inputs
 from spd_core.targets.resid_mlp import ResidualMLP
-
-
-@torch.no_grad()
-def layer_shares(target: ResidualMLP, scale: float = 0.75) -> Tensor:
-    """(n_layers, n_features): output change on each one-hot input when one layer is skipped,
-    normalised over layers."""
-    n_features = target.W_E.shape[0]
-    x = torch.eye(n_features) * scale
-    full = target(x)
-    moves = []
-    for skipped in range(len(target.layers)):
-        resid = x @ target.W_E
-        for i, block in enumerate(target.layers):
-            if i != skipped:
-                resid = resid + block(resid)
-        moves.append((full - resid @ target.W_U).norm(dim=1))
-    stacked = torch.stack(moves)
-    return stacked / stacked.sum(0, keepdim=True)
 
 
 def report_store(path: Path, tol: float) -> None:
@@ -55,7 +36,7 @@ def report_store(path: Path, tol: float) -> None:
         raise SystemExit(f"{path}: its config names no identity_ci pattern")
     n_features = max(p.n_features for p in patterns)
     ci = one_hot_ci(model, n_features)
-    shares = layer_shares(model.target) if isinstance(model.target, ResidualMLP) else None
+    shares = model.target.layer_shares() if isinstance(model.target, ResidualMLP) else None
     for p in patterns:
         for name in [n for n in model.module_names if fnmatch.fnmatchcase(n, p.layer_pattern)]:
             rows = ci[name][: p.n_features]

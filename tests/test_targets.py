@@ -233,6 +233,23 @@ def test_forward_from_layer_equals_forward() -> None:
     assert fired == [1, 2], "forward_from_layer must run the layers from `layer` as modules"
 
 
+def test_layer_shares_on_a_hand_built_two_layer_model() -> None:
+    # W_E = W_U = I (2 features, d_embed 2, d_mlp 1). Layer 0 reads and writes e0 only; layer 1
+    # reads e0 + e1 and writes (0.5, 1). Feature 0 at scale s: r1 = 2s e0, full output (3s, 2s);
+    # skipping layer 0 gives (1.5s, s) (a move of s·√3.25), skipping layer 1 gives (2s, 0)
+    # (a move of s·√5). Feature 1 never reaches layer 0's neuron: its shares are (0, 1).
+    model = ResidualMLP(2, 2, 1, 2)
+    with torch.no_grad():
+        model.set_embedding_(torch.eye(2))
+        model.layers[0].mlp_in.weight.copy_(torch.tensor([[1.0, 0.0]]))
+        model.layers[0].mlp_out.weight.copy_(torch.tensor([[1.0], [0.0]]))
+        model.layers[1].mlp_in.weight.copy_(torch.tensor([[1.0, 1.0]]))
+        model.layers[1].mlp_out.weight.copy_(torch.tensor([[0.5], [1.0]]))
+    a, b = 3.25**0.5, 5**0.5
+    expected = torch.tensor([[a / (a + b), 0.0], [b / (a + b), 1.0]])
+    torch.testing.assert_close(model.layer_shares(scale=0.75), expected)
+
+
 def test_resid_mlp_embedding_is_frozen_and_unit_norm() -> None:
     model = train_toy_target(toy_target_spec("resid-mlp-1", **{**SMALL_RESID, "train_steps": 5}))
     assert isinstance(model, ResidualMLP)

@@ -59,6 +59,23 @@ class ResidualMLP(nn.Module):
             resid = resid + block(resid)
         return resid @ self.W_U
 
+    @torch.no_grad()
+    def layer_shares(self, scale: float = 0.75) -> Tensor:
+        """(n_layers, n_features): how far the output on the one-hot input `scale · e_i` moves when
+        one layer is skipped, over the sum of those moves across layers. A feature with a small
+        share in a layer is one that layer barely computes."""
+        x = torch.eye(self.n_features, device=self.W_E.device) * scale
+        full = self(x)
+        moves = []
+        for skipped in range(len(self.layers)):
+            resid = x @ self.W_E
+            for i, block in enumerate(self.layers):
+                if i != skipped:
+                    resid = resid + block(resid)
+            moves.append((full - resid @ self.W_U).norm(dim=-1))
+        stacked = torch.stack(moves)
+        return stacked / stacked.sum(0, keepdim=True)
+
     def resume_from(self, module_name: str, clean_inputs: Mapping[str, Tensor]) -> Tensor | None:
         """Forward from the block holding `module_name`, starting at that block's clean residual
         stream (the cached input of its `mlp_in`); None when that input was not cached. Lets a
