@@ -4,27 +4,42 @@
     python benchmarks/quality.py resid-mlp-1 --workers 2 --strategy fsdp   # as a Ray Train job
     python benchmarks/quality.py my-variant.yaml          # a config file instead of a preset
     python benchmarks/quality.py --stores runs/a.zarr     # check finished stores, no training
+    python benchmarks/quality.py tms-40-10 --steps 3000 --reference-python ref-venv/bin/python
 
 Each figure is one line {"name", "value", "unit"}; `check/...` lines are 1 when the issue's
 criterion holds (TMS: MMCS ≥ 0.999, 0.98 ≤ ML2R ≤ 1.04, identity/dense CI error 0, exactly
 n_features linear1 subcomponents ever important, L0(linear1) ≤ n_features·p; ResidualMLP:
 identity error 0 on every mlp_in, dense error 0 on every mlp_out).
+
+`--reference-python` (TMS presets) also has the public reference implementation (goodfire-ai/spd,
+set up by `benchmarks/setup_reference.sh`) decompose the same trained target with its own config
+for the same steps, seed and bf16 autocast, beside ours on the other core
+(`benchmarks/reference_quality.py`), and scores its result with this project's metrics and checks
+under `.../reference/...`: whether a figure comes from the recipe or from this implementation.
+Its alive count and L0 are over as many fresh inputs as ours (`eval.n_eval_batches` batches).
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from spd_core.config import Config
 from spd_core.decompose import decompose
+from spd_core.metrics.ci_patterns import dense_ci_error, identity_ci_error
+from spd_core.metrics.ground_truth import mmcs_ml2r
 from spd_core.presets import resolve_config
 from spd_core.store import FactorStore
 from spd_core.task import toy_task
+
+REFERENCE_PRESETS = ("tms-5-2", "tms-5-2-id", "tms-40-10", "tms-40-10-id")
 
 
 def emit(name: str, value: float, unit: str = "") -> None:
@@ -52,6 +67,10 @@ def run(preset_or_path: str, seed: int, args: argparse.Namespace) -> bool:
     update = {"seed": seed, **({"steps": args.steps} if args.steps else {})}
     config = config.model_copy(update=update)
     task = toy_task(config, torch.device(args.device))
+    tag = f"{preset}/seed{seed}" + (f"/{args.strategy}-{args.workers}w" if args.workers else "")
+    reference = None
+    if args.reference_python:
+        reference = ReferenceRun(args.reference_python, preset, config, task.target, args.threads)
     start = time.perf_counter()
     if args.workers:
         metrics = _run_on_ray(config, task, preset, seed, args)
@@ -59,10 +78,75 @@ def run(preset_or_path: str, seed: int, args: argparse.Namespace) -> bool:
         out = args.out_dir / f"{preset}-seed{seed}.zarr" if args.out_dir else None
         metrics = decompose(config, task, out=out, overwrite=True, device=args.device).metrics
     elapsed = time.perf_counter() - start
-    tag = f"{preset}/seed{seed}" + (f"/{args.strategy}-{args.workers}w" if args.workers else "")
     emit(f"{tag}/wall_time", elapsed, "s")
     emit(f"{tag}/steps_per_s", config.steps / elapsed, "steps/s")
-    return report(tag, metrics, task.target_spec["spec"])
+    passed = report(tag, metrics, task.target_spec["spec"])
+    if reference is not None:
+        ref_metrics = reference.metrics(config, task.target)
+        report(f"{tag}/reference", ref_metrics, task.target_spec["spec"])
+    return passed
+
+
+class ReferenceRun:
+    """The reference implementation decomposing `target` in a subprocess under its own Python
+    (`reference_quality.py`), started at once so that it runs beside ours."""
+
+    def __init__(
+        self, python: str, preset: str, config: Config, target: torch.nn.Module, threads: int
+    ) -> None:
+        self._tmp = tempfile.TemporaryDirectory()
+        tmp = Path(self._tmp.name)
+        torch.save(target.state_dict(), tmp / "target.pt")
+        self._out = tmp / "reference.pt"
+        script = Path(__file__).with_name("reference_quality.py")
+        command = [python, str(script), preset, "--weights", str(tmp / "target.pt")]
+        command += ["--out", str(self._out), "--steps", str(config.steps)]
+        command += ["--seed", str(config.seed), "--threads", str(threads)]
+        command += ["--eval-batches", str(config.eval.n_eval_batches)]
+        command += ["--autocast-bf16", str(int(config.autocast_bf16))]
+        self._log = tmp / "reference.log"  # a file, not a pipe: its progress bar fills a pipe
+        with self._log.open("w") as log:
+            self._process = subprocess.Popen(command, cwd=tmp, stdout=log, stderr=log)
+
+    def metrics(self, config: Config, target: torch.nn.Module) -> dict[str, float]:
+        """Wait for the reference, then its figures under this project's metric names."""
+        if self._process.wait() != 0:
+            raise SystemExit(f"reference_quality.py failed:\n{self._log.read_text()[-3000:]}")
+        summary = torch.load(self._out, weights_only=True)
+        self._tmp.cleanup()
+        return reference_figures(summary, config, target)
+
+
+def has_reference(python: str) -> bool:
+    """Whether `python` runs and imports the reference implementation's training loop."""
+    try:
+        done = subprocess.run([python, "-c", "import spd.run_spd"], capture_output=True)
+    except OSError:
+        return False
+    return done.returncode == 0
+
+
+def reference_figures(
+    summary: dict[str, dict], config: Config, target: torch.nn.Module
+) -> dict[str, float]:
+    """`reference_quality.py`'s per-module summary scored as `evaluate` scores ours."""
+    out: dict[str, float] = {}
+    for name, module in summary.items():
+        out[f"alive/{name}"] = int((module["max_ci"] > config.ci_alive_threshold).sum())
+        out[f"l0/{name}"] = float(module["l0"])
+    for p in config.eval.identity_ci:
+        for name in fnmatch.filter(summary, p.layer_pattern):
+            ci = summary[name]["one_hot_ci"][: p.n_features]
+            out[f"identity_ci_error/{name}"] = identity_ci_error(ci)
+    for p in config.eval.dense_ci:
+        for name in fnmatch.filter(summary, p.layer_pattern):
+            out[f"dense_ci_error/{name}"] = dense_ci_error(summary[name]["one_hot_ci"], p.k)
+    gt = config.eval.ground_truth_module
+    if gt is not None:
+        weight = target.get_submodule(gt).weight
+        U, V = summary[gt]["U"], summary[gt]["V"]
+        out.update({f"{k}/{gt}": v for k, v in mmcs_ml2r(U, V, weight).items()})
+    return out
 
 
 def report(tag: str, metrics: dict[str, float], spec: dict) -> bool:
@@ -114,9 +198,22 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path)
     parser.add_argument("--workers", type=int, help="run as a Ray Train job with N workers")
     parser.add_argument("--strategy", choices=["ddp", "fsdp"], default="ddp")
+    parser.add_argument(
+        "--reference-python",
+        help="the Python of an environment with the reference implementation "
+        "(benchmarks/setup_reference.sh): it decomposes each TMS preset's target beside ours",
+    )
     args = parser.parse_args()
     if not args.presets and not args.stores:
         parser.error("name at least one preset, config file or --stores STORE")
+    others = [p for p in args.presets if p not in REFERENCE_PRESETS]
+    if args.reference_python and others:
+        parser.error(f"--reference-python takes the TMS presets only, not {', '.join(others)}")
+    if args.reference_python and not has_reference(args.reference_python):
+        parser.error(
+            f"{args.reference_python} cannot import the reference implementation (spd.run_spd); "
+            "make its environment with benchmarks/setup_reference.sh"
+        )
     torch.set_num_threads(args.threads)
     for path in args.stores:
         check_store(path)

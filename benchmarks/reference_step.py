@@ -83,23 +83,27 @@ def load_target(preset: str, weights: Path) -> torch.nn.Module:
     return target.eval()
 
 
-def run_loop(preset: str, weights: Path, steps: int) -> float:
-    """Wall seconds of the reference's `optimize` for `steps` steps of the preset's config, on a
-    fresh copy of the target (`optimize` changes the model it is given)."""
-    target = load_target(preset, weights)
+def reference_config(preset: str, steps: int, warmup: bool) -> Config:
+    """The reference's config file for `preset` with `steps` steps (its lr schedule spans them),
+    wandb and the reference's own evaluation off, and the faithfulness warm-up kept or dropped."""
     config = Config.from_file(EXPERIMENTS / PRESETS[preset][0])
     big = 10 * steps + 10  # logging and evaluation only at step 0
-    config = config.model_copy(
-        update={
-            "wandb_project": None,
-            "steps": steps,
-            "train_log_freq": big,
-            "eval_freq": big,
-            "slow_eval_freq": big,
-            "eval_metric_configs": [],
-            "faithfulness_warmup_steps": 0,
-        }
-    )
+    update = {
+        "wandb_project": None,
+        "steps": steps,
+        "train_log_freq": big,
+        "eval_freq": big,
+        "slow_eval_freq": big,
+        "eval_metric_configs": [],
+    }
+    if not warmup:
+        update["faithfulness_warmup_steps"] = 0
+    return config.model_copy(update=update)
+
+
+def run_optimize(target: torch.nn.Module, config: Config, out_dir: Path) -> None:
+    """The reference's own `optimize` on `target` (which it changes), fresh data from the global
+    RNG as the reference's toy experiments draw it; saves `model_{steps}.pth` in `out_dir`."""
     n = target.config.n_features
     p = config.task_config.feature_probability
     if isinstance(target, TMSModel):
@@ -108,9 +112,17 @@ def run_loop(preset: str, weights: Path, steps: int) -> float:
         dataset = ResidMLPDataset(n, p, "cpu", calc_labels=False)
     loader = DatasetGeneratedDataLoader(dataset, batch_size=config.batch_size, shuffle=False)
     tied = [("linear1", "linear2")] if isinstance(target, TMSModel) else None
+    optimize(target, config, "cpu", loader, loader, 1, out_dir, tied_weights=tied)
+
+
+def run_loop(preset: str, weights: Path, steps: int) -> float:
+    """Wall seconds of the reference's `optimize` for `steps` steps of the preset's config, on a
+    fresh copy of the target, without the faithfulness warm-up."""
+    config = reference_config(preset, steps, warmup=False)
+    target = load_target(preset, weights)
     with tempfile.TemporaryDirectory() as out_dir:
         start = time.perf_counter()
-        optimize(target, config, "cpu", loader, loader, 1, Path(out_dir), tied_weights=tied)
+        run_optimize(target, config, Path(out_dir))
         return time.perf_counter() - start
 
 
