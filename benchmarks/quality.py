@@ -11,7 +11,7 @@ criterion holds (TMS: MMCS ≥ 0.999, 0.98 ≤ ML2R ≤ 1.04, identity/dense CI 
 n_features linear1 subcomponents ever important, L0(linear1) ≤ n_features·p; ResidualMLP:
 identity error 0 on every mlp_in, dense error 0 on every mlp_out).
 
-`--reference-python` (TMS presets) also has the public reference implementation (goodfire-ai/spd,
+`--reference-python` (toy presets by name) also has the public reference implementation (goodfire-ai/spd,
 set up by `benchmarks/setup_reference.sh`) decompose the same trained target with its own config
 for the same steps, seed and bf16 autocast, beside ours on the other core
 (`benchmarks/reference_quality.py`), and scores its result with this project's metrics and checks
@@ -39,7 +39,10 @@ from spd_core.presets import resolve_config
 from spd_core.store import FactorStore
 from spd_core.task import toy_task
 
-REFERENCE_PRESETS = ("tms-5-2", "tms-5-2-id", "tms-40-10", "tms-40-10-id")
+REFERENCE_PRESETS = (
+    *("tms-5-2", "tms-5-2-id", "tms-40-10", "tms-40-10-id"),
+    *("resid-mlp-1", "resid-mlp-2", "resid-mlp-3"),
+)
 
 
 def emit(name: str, value: float, unit: str = "") -> None:
@@ -201,14 +204,14 @@ def main() -> None:
     parser.add_argument(
         "--reference-python",
         help="the Python of an environment with the reference implementation "
-        "(benchmarks/setup_reference.sh): it decomposes each TMS preset's target beside ours",
+        "(benchmarks/setup_reference.sh): it decomposes each toy preset's target beside ours",
     )
     args = parser.parse_args()
     if not args.presets and not args.stores:
         parser.error("name at least one preset, config file or --stores STORE")
     others = [p for p in args.presets if p not in REFERENCE_PRESETS]
     if args.reference_python and others:
-        parser.error(f"--reference-python takes the TMS presets only, not {', '.join(others)}")
+        parser.error(f"--reference-python takes the toy presets only, not {', '.join(others)}")
     if args.reference_python and not has_reference(args.reference_python):
         parser.error(
             f"{args.reference_python} cannot import the reference implementation (spd.run_spd); "

@@ -23,10 +23,16 @@ import tempfile
 from pathlib import Path
 
 import torch
-from reference_step import EXPERIMENTS, PRESETS, load_target, reference_config, run_optimize
+from reference_step import (
+    EXPERIMENTS,
+    PRESETS,
+    load_target,
+    reference_config,
+    reference_dataset,
+    run_optimize,
+)
 from spd.configs import Config
 from spd.models.component_model import ComponentModel
-from spd.utils.data_utils import SparseFeatureDataset
 from spd.utils.module_utils import expand_module_patterns
 
 
@@ -66,11 +72,10 @@ def lower_ci(model: ComponentModel, x: torch.Tensor) -> dict[str, torch.Tensor]:
 def summary(model: ComponentModel, config: Config, eval_batches: int) -> dict[str, dict]:
     """Per module: U, V (this project's layout), one-hot CI, largest CI and mean L0 on fresh data."""
     n = model.target_model.config.n_features
-    p = config.task_config.feature_probability
     one_hot = lower_ci(model, torch.eye(n) * 0.75)
     largest: dict[str, torch.Tensor] = {}
     l0 = dict.fromkeys(one_hot, 0.0)
-    data = SparseFeatureDataset(n, p, "cpu", "at_least_zero_active", (0.0, 1.0))
+    data = reference_dataset(model.target_model, config)
     for _ in range(eval_batches):
         x = data.generate_batch(config.eval_batch_size)[0]
         for name, ci in lower_ci(model, x).items():
@@ -94,7 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("preset", choices=sorted(p for p in PRESETS if p.startswith("tms")))
+    parser.add_argument("preset", choices=sorted(PRESETS))
     parser.add_argument("--weights", type=Path, required=True, help="the target's state dict")
     parser.add_argument("--out", type=Path, required=True, help="where to save the summary (.pt)")
     parser.add_argument("--steps", type=int, help="steps (default: the reference config's)")

@@ -101,15 +101,19 @@ def reference_config(preset: str, steps: int, warmup: bool) -> Config:
     return config.model_copy(update=update)
 
 
-def run_optimize(target: torch.nn.Module, config: Config, out_dir: Path) -> None:
-    """The reference's own `optimize` on `target` (which it changes), fresh data from the global
-    RNG as the reference's toy experiments draw it; saves `model_{steps}.pth` in `out_dir`."""
+def reference_dataset(target: torch.nn.Module, config: Config) -> SparseFeatureDataset:
+    """The reference's own data for `target`: fresh batches from the global RNG."""
     n = target.config.n_features
     p = config.task_config.feature_probability
     if isinstance(target, TMSModel):
-        dataset = SparseFeatureDataset(n, p, "cpu", "at_least_zero_active", (0.0, 1.0))
-    else:
-        dataset = ResidMLPDataset(n, p, "cpu", calc_labels=False)
+        return SparseFeatureDataset(n, p, "cpu", "at_least_zero_active", (0.0, 1.0))
+    return ResidMLPDataset(n, p, "cpu", calc_labels=False)
+
+
+def run_optimize(target: torch.nn.Module, config: Config, out_dir: Path) -> None:
+    """The reference's own `optimize` on `target` (which it changes), on `reference_dataset`;
+    saves `model_{steps}.pth` in `out_dir`."""
+    dataset = reference_dataset(target, config)
     loader = DatasetGeneratedDataLoader(dataset, batch_size=config.batch_size, shuffle=False)
     tied = [("linear1", "linear2")] if isinstance(target, TMSModel) else None
     optimize(target, config, "cpu", loader, loader, 1, out_dir, tied_weights=tied)
