@@ -11,9 +11,9 @@ criterion holds (TMS: MMCS ≥ 0.999, 0.98 ≤ ML2R ≤ 1.04, identity/dense CI 
 n_features linear1 subcomponents ever important, L0(linear1) ≤ n_features·p; ResidualMLP:
 identity error 0 on every mlp_in, dense error 0 on every mlp_out).
 
-`--reference-python` (toy presets by name) also has the public reference implementation (goodfire-ai/spd,
-set up by `benchmarks/setup_reference.sh`) decompose the same trained target with its own config
-for the same steps, seed and bf16 autocast, beside ours on the other core
+`--reference-python` (toy presets by name) also has the public reference implementation
+(goodfire-ai/spd, set up by `benchmarks/setup_reference.sh`) decompose the same trained target with
+its own config for the same steps, seed and bf16 autocast, beside ours on the other core
 (`benchmarks/reference_quality.py`), and scores its result with this project's metrics and checks
 under `.../reference/...`: whether a figure comes from the recipe or from this implementation.
 Its alive count and L0 are over as many fresh inputs as ours (`eval.n_eval_batches` batches).
@@ -22,7 +22,6 @@ Its alive count and L0 are over as many fresh inputs as ours (`eval.n_eval_batch
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import subprocess
 import tempfile
@@ -30,10 +29,11 @@ import time
 from pathlib import Path
 
 import torch
+from speed import has_reference
 
 from spd_core.config import Config
 from spd_core.decompose import decompose
-from spd_core.metrics.ci_patterns import dense_ci_error, identity_ci_error
+from spd_core.evaluation import pattern_errors
 from spd_core.metrics.ground_truth import mmcs_ml2r
 from spd_core.presets import resolve_config
 from spd_core.store import FactorStore
@@ -120,15 +120,6 @@ class ReferenceRun:
         return reference_figures(summary, config, target)
 
 
-def has_reference(python: str) -> bool:
-    """Whether `python` runs and imports the reference implementation's training loop."""
-    try:
-        done = subprocess.run([python, "-c", "import spd.run_spd"], capture_output=True)
-    except OSError:
-        return False
-    return done.returncode == 0
-
-
 def reference_figures(
     summary: dict[str, dict], config: Config, target: torch.nn.Module
 ) -> dict[str, float]:
@@ -137,13 +128,7 @@ def reference_figures(
     for name, module in summary.items():
         out[f"alive/{name}"] = int((module["max_ci"] > config.ci_alive_threshold).sum())
         out[f"l0/{name}"] = float(module["l0"])
-    for p in config.eval.identity_ci:
-        for name in fnmatch.filter(summary, p.layer_pattern):
-            ci = summary[name]["one_hot_ci"][: p.n_features]
-            out[f"identity_ci_error/{name}"] = identity_ci_error(ci)
-    for p in config.eval.dense_ci:
-        for name in fnmatch.filter(summary, p.layer_pattern):
-            out[f"dense_ci_error/{name}"] = dense_ci_error(summary[name]["one_hot_ci"], p.k)
+    out.update(pattern_errors({n: m["one_hot_ci"] for n, m in summary.items()}, config))
     gt = config.eval.ground_truth_module
     if gt is not None:
         weight = target.get_submodule(gt).weight

@@ -143,6 +143,15 @@ def measure(preset: str, n: int, device: str, variants: tuple[bool | None, ...])
     return timed
 
 
+def has_reference(python: str) -> bool:
+    """Whether `python` runs and imports the reference implementation's training loop."""
+    try:
+        done = subprocess.run([python, "-c", "import spd.run_spd"], capture_output=True)
+    except OSError:
+        return False
+    return done.returncode == 0
+
+
 def reference_step_seconds(python: str, preset: str, n: int, threads: int) -> float:
     """One step of the reference implementation on this preset's target, timed by
     `reference_step.py` under the reference's own Python."""
@@ -155,10 +164,7 @@ def reference_step_seconds(python: str, preset: str, n: int, threads: int) -> fl
         command += ["--steps", str(max(n, 8)), "--threads", str(threads)]
         done = subprocess.run(command, capture_output=True, text=True, cwd=tmp)
     if done.returncode != 0:
-        hint = ""
-        if "No module named 'spd'" in done.stderr:
-            hint = f"{python} has no reference implementation; make one with setup_reference.sh\n"
-        raise SystemExit(f"{hint}reference_step.py failed for {preset}:\n{done.stderr[-3000:]}")
+        raise SystemExit(f"reference_step.py failed for {preset}:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])["value"] / 1000
 
 
@@ -185,6 +191,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.reference_python is not None and args.device != "cpu":
         parser.error("--reference-python times the reference on the CPU only")
+    if args.reference_python is not None and not has_reference(args.reference_python):
+        parser.error(
+            f"{args.reference_python} cannot import the reference implementation (spd.run_spd); "
+            "make its environment with benchmarks/setup_reference.sh"
+        )
     torch.set_num_threads(args.threads)
     emit("torch_threads", torch.get_num_threads(), "threads")
     for preset in args.presets:

@@ -29,23 +29,24 @@ def one_hot_ci(model: ComponentModel, n_features: int, scale: float = 0.75) -> d
     return model.causal_importances(acts).lower
 
 
-def _matching(model: ComponentModel, pattern: str) -> list[str]:
-    return [n for n in model.module_names if fnmatch.fnmatchcase(n, pattern)]
-
-
-def ci_pattern_errors(model: ComponentModel, config: Config, n_features: int) -> dict[str, float]:
-    """Identity/dense CI-pattern errors (tol 0.1) per configured module, and their total."""
-    ci = one_hot_ci(model, n_features)
+def pattern_errors(ci: dict[str, Tensor], config: Config) -> dict[str, float]:
+    """Identity/dense CI-pattern errors (tol 0.1) of one-hot CIs {module: (n_inputs, C)}, per
+    module that `config.eval` names, and their total."""
     out: dict[str, float] = {}
     for p in config.eval.identity_ci:
-        for name in _matching(model, p.layer_pattern):
+        for name in fnmatch.filter(ci, p.layer_pattern):
             out[f"identity_ci_error/{name}"] = identity_ci_error(ci[name][: p.n_features])
     for p in config.eval.dense_ci:
-        for name in _matching(model, p.layer_pattern):
+        for name in fnmatch.filter(ci, p.layer_pattern):
             out[f"dense_ci_error/{name}"] = dense_ci_error(ci[name], p.k)
     if out:
         out["ci_error/total"] = sum(out.values())
     return out
+
+
+def ci_pattern_errors(model: ComponentModel, config: Config, n_features: int) -> dict[str, float]:
+    """`pattern_errors` of the model's CIs on the one-hot inputs."""
+    return pattern_errors(one_hot_ci(model, n_features), config)
 
 
 def evaluate(

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from spd_core.evaluation import pattern_errors
 from spd_core.metrics.ci_l0 import ci_l0, ever_important
 from spd_core.metrics.ci_patterns import (
     dense_ci_error,
@@ -10,6 +11,7 @@ from spd_core.metrics.ci_patterns import (
     identity_ci_error,
 )
 from spd_core.metrics.ground_truth import mmcs_ml2r, n_significant_subcomponents
+from spd_core.presets import resolve_config
 
 
 def test_ci_l0_is_strict_and_averages_positions():
@@ -74,3 +76,22 @@ def test_significant_subcomponents():
     U = torch.tensor([[1.0, 0.0], [0.0, 0.01], [2.0, 0.0]])
     V = torch.ones(3, 4)
     assert n_significant_subcomponents(U, V) == 2
+
+
+def test_pattern_errors_scores_the_modules_the_config_names():
+    # tms-5-2-id: identity on linear1 and linear2 (5 features), dense on hidden_layers.0 (k = 2)
+    config = resolve_config("tms-5-2-id")
+    exact = torch.zeros(5, 20)
+    exact[torch.arange(5), torch.arange(5)] = 1.0
+    one_stray = exact.clone()
+    one_stray[0, 7] = 0.5
+    dense = torch.zeros(5, 20)
+    dense[:, :2] = 1.0
+    dense[3, 9] = 0.2  # one entry outside the two dense columns
+    ci = {"linear1": exact, "linear2": one_stray, "hidden_layers.0": dense, "other": one_stray}
+    assert pattern_errors(ci, config) == {
+        "identity_ci_error/linear1": 0,
+        "identity_ci_error/linear2": 1,
+        "dense_ci_error/hidden_layers.0": 1,
+        "ci_error/total": 2,
+    }
