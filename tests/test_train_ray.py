@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ import pytest
 import torch
 import zarr
 from ray.train import TrainingFailedError
+from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
 
+from services.train.checkpoints import checkpoint_dir_for
 from services.train.job import JobOptions, run_job
 from spd_core.decompose import decompose
 from spd_core.presets import resolve_config
@@ -126,14 +129,25 @@ def _train_worker_pids() -> list[int]:
 
 
 class KillOneWorker:
-    """A progress callback that SIGKILLs one training worker once the run passes `at_step`."""
+    """A progress callback that SIGKILLs one training worker once the run passes `at_step` and
+    Ray has registered a checkpoint of the run writing `out`.
 
-    def __init__(self, at_step: int):
+    A worker's `ray.train.report` returns before the controller registers its checkpoint (the
+    controller polls the workers); a worker killed in between leaves nothing to resume from. The
+    controller writes its snapshot file on registering a checkpoint, so the kill waits for it.
+    """
+
+    def __init__(self, at_step: int, out: Path):
         self.at_step = at_step
+        self.snapshot = checkpoint_dir_for(out, None) / CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
         self.killed: int | None = None
 
     def __call__(self, event) -> None:
         if self.killed is None and event.step >= self.at_step:
+            deadline = time.monotonic() + 60
+            while not self.snapshot.exists():
+                assert time.monotonic() < deadline, "Ray registered no checkpoint within 60 s"
+                time.sleep(0.01)
             pids = _train_worker_pids()
             assert pids, "no Ray Train worker process found"
             self.killed = max(pids)
@@ -147,7 +161,7 @@ def test_fsdp_with_a_killed_worker_equals_one_process(
     checkpoint and ends with the parameters (and quality) of a run without the failure."""
     out = tmp_path / "killed.zarr"
     one_process = one_process_untied
-    killer = KillOneWorker(at_step=CHECKPOINT_EVERY + 10)
+    killer = KillOneWorker(CHECKPOINT_EVERY + 10, out)
     run_job(_config(tied=False), task, out, _options("fsdp", max_failures=2), progress=killer)
     assert killer.killed is not None
     store = FactorStore.open(out)  # complete
@@ -166,7 +180,7 @@ def test_fsdp_with_a_killed_worker_equals_one_process(
 
 def test_resume_continues_a_failed_run(tmp_path, task, one_process, ray_session):
     out = tmp_path / "stopped.zarr"
-    killer = KillOneWorker(at_step=CHECKPOINT_EVERY + 10)
+    killer = KillOneWorker(CHECKPOINT_EVERY + 10, out)
     with pytest.raises(TrainingFailedError):
         run_job(_config(), task, out, _options("ddp", max_failures=0), progress=killer)
     assert killer.killed is not None  # it failed because of the kill, not something else
