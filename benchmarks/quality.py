@@ -22,13 +22,13 @@ Its alive count and L0 are over as many fresh inputs as ours (`eval.n_eval_batch
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from jsonl import emit
 from speed import has_reference
 
 from spd_core.config import Config
@@ -43,10 +43,6 @@ REFERENCE_PRESETS = (
     *("tms-5-2", "tms-5-2-id", "tms-40-10", "tms-40-10-id"),
     *("resid-mlp-1", "resid-mlp-2", "resid-mlp-3"),
 )
-
-
-def emit(name: str, value: float, unit: str = "") -> None:
-    print(json.dumps({"name": name, "value": value, "unit": unit}), flush=True)
 
 
 def checks(metrics: dict[str, float], spec: dict) -> dict[str, bool]:

@@ -22,23 +22,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import socket
 import time
 
 import numpy as np
 import torch
+from jsonl import emit
 
 from spd_core.loading import load_component_model
 from spd_core.queries import importances, io_signature
 from spd_core.store import FactorStore
 
 NAME = "bench"
-
-
-def emit(name: str, value: float, unit: str) -> None:
-    print(json.dumps({"name": name, "value": round(value, 4), "unit": unit}), flush=True)
 
 
 def free_port() -> int:

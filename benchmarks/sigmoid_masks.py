@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from speed import emit
+from jsonl import emit
 from torch import Tensor
 
 from spd_core.sigmoids import LEAK, lower_leaky_clamped, upper_leaky

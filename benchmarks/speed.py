@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from jsonl import emit
 
 from spd_core.decompose import build_component_model
 from spd_core.presets import resolve_config
@@ -38,10 +39,6 @@ from spd_core.step import make_optimizer, step_loss
 from spd_core.task import toy_task
 
 ISSUE_REFERENCE_STEPS_PER_S = {"tms-5-2-id": 20.6, "resid-mlp-1": 3.3, "tms-40-10-id": 0.75}
-
-
-def emit(name: str, value: float, unit: str) -> None:
-    print(json.dumps({"name": name, "value": round(value, 4), "unit": unit}), flush=True)
 
 
 def time_per_call(fn, n: int, warmup: int = 3) -> float:

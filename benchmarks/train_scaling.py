@@ -11,7 +11,6 @@ holds for components, gradients and Adam's moments (falls as 1/N under fsdp); pe
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -19,14 +18,11 @@ from pathlib import Path
 
 import ray
 import torch
+from jsonl import emit
 
 from services.train.job import JobOptions, run_job
 from spd_core.presets import resolve_config
 from spd_core.task import toy_task
-
-
-def emit(name: str, value: float, unit: str) -> None:
-    print(json.dumps({"name": name, "value": round(value, 4), "unit": unit}), flush=True)
 
 
 def measure(preset: str, strategy: str, workers: int, steps: int, root: Path) -> None:
