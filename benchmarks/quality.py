@@ -22,6 +22,7 @@ Its alive count and L0 are over as many fresh inputs as ours (`eval.n_eval_batch
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
 import tempfile
 import time
@@ -67,28 +68,32 @@ def run(preset_or_path: str, seed: int, args: argparse.Namespace) -> bool:
     config = config.model_copy(update=update)
     task = toy_task(config, torch.device(args.device))
     tag = f"{preset}/seed{seed}" + (f"/{args.strategy}-{args.workers}w" if args.workers else "")
-    reference = None
-    if args.reference_python:
-        reference = ReferenceRun(args.reference_python, preset, config, task.target, args.threads)
-    start = time.perf_counter()
-    if args.workers:
-        metrics = _run_on_ray(config, task, preset, seed, args)
-    else:
-        out = args.out_dir / f"{preset}-seed{seed}.zarr" if args.out_dir else None
-        metrics = decompose(config, task, out=out, overwrite=True, device=args.device).metrics
-    elapsed = time.perf_counter() - start
-    emit(f"{tag}/wall_time", elapsed, "s")
-    emit(f"{tag}/steps_per_s", config.steps / elapsed, "steps/s")
-    passed = report(tag, metrics, task.target_spec["spec"])
-    if reference is not None:
-        ref_metrics = reference.metrics(config, task.target)
-        report(f"{tag}/reference", ref_metrics, task.target_spec["spec"])
+    with contextlib.ExitStack() as stack:
+        reference = None
+        if args.reference_python:
+            reference = stack.enter_context(
+                ReferenceRun(args.reference_python, preset, config, task.target, args.threads)
+            )
+        start = time.perf_counter()
+        if args.workers:
+            metrics = _run_on_ray(config, task, preset, seed, args)
+        else:
+            out = args.out_dir / f"{preset}-seed{seed}.zarr" if args.out_dir else None
+            metrics = decompose(config, task, out=out, overwrite=True, device=args.device).metrics
+        elapsed = time.perf_counter() - start
+        emit(f"{tag}/wall_time", elapsed, "s")
+        emit(f"{tag}/steps_per_s", config.steps / elapsed, "steps/s")
+        passed = report(tag, metrics, task.target_spec["spec"])
+        if reference is not None:
+            ref_metrics = reference.metrics(config, task.target)
+            report(f"{tag}/reference", ref_metrics, task.target_spec["spec"])
     return passed
 
 
 class ReferenceRun:
     """The reference implementation decomposing `target` in a subprocess under its own Python
-    (`reference_quality.py`), started at once so that it runs beside ours."""
+    (`reference_quality.py`), started at once so that it runs beside ours. Leaving the `with`
+    block stops it if it still runs (our run raised) and removes its files."""
 
     def __init__(
         self, python: str, preset: str, config: Config, target: torch.nn.Module, threads: int
@@ -112,8 +117,16 @@ class ReferenceRun:
         if self._process.wait() != 0:
             raise SystemExit(f"reference_quality.py failed:\n{self._log.read_text()[-3000:]}")
         summary = torch.load(self._out, weights_only=True)
-        self._tmp.cleanup()
         return reference_figures(summary, config, target)
+
+    def __enter__(self) -> ReferenceRun:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._tmp.cleanup()
 
 
 def reference_figures(
