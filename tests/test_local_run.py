@@ -13,7 +13,12 @@ import torch
 
 from services.cli import main
 from services.commands.decompose import interrupted_message
-from services.train.checkpoints import check_paths, latest_local_checkpoint, save_local_checkpoint
+from services.train.checkpoints import (
+    RAY_SNAPSHOT_NAME,
+    check_paths,
+    latest_local_checkpoint,
+    save_local_checkpoint,
+)
 from services.train.local_run import LocalOptions, run_local
 from spd_core.decompose import build_component_model, create_store, decompose
 from spd_core.parallel.worker import WorkerPlan, run_worker
@@ -115,6 +120,11 @@ def test_resume_names_the_runner_a_run_was_started_with(tms, tmp_path):
     (ray_dir / "checkpoint_2026-11-27_01-02-03.456789").mkdir(parents=True)
     with pytest.raises(StoreError, match=r"no checkpoint of a --no-ray run.*without --no-ray"):
         check_paths(out, ray_dir, config, resume=True, overwrite=False, local=True)
+    # a checkpoint Ray's controller never registered is not resumed: say so, not "resuming"
+    with pytest.raises(StoreError, match=r"Ray registered no checkpoint.*--overwrite"):
+        check_paths(out, ray_dir, config, resume=True, overwrite=False, local=False)
+    (ray_dir / RAY_SNAPSHOT_NAME).write_text("{}")
+    check_paths(out, ray_dir, config, resume=True, overwrite=False, local=False)
     with pytest.raises(StoreError, match=r"before its first checkpoint.*--overwrite"):
         check_paths(out, tmp_path / "none", config, resume=True, overwrite=False, local=True)
 
@@ -186,6 +196,8 @@ def test_an_interrupted_cli_run_says_how_to_go_on(tms, tmp_path, monkeypatch, ca
     ray_ckpt = tmp_path / "ray"
     (ray_ckpt / "checkpoint_2026-11-27_03-00-00.000000").mkdir(parents=True)
     ray_args = SimpleNamespace(out=str(out), checkpoint_dir=str(ray_ckpt), no_ray=False)
+    assert "before its first checkpoint" in interrupted_message(ray_args)  # saved, unregistered
+    (ray_ckpt / RAY_SNAPSHOT_NAME).write_text("{}")
     assert "--resume (from its last checkpoint)" in interrupted_message(ray_args)
     missing = SimpleNamespace(out=str(tmp_path / "never.zarr"), checkpoint_dir=None, no_ray=True)
     assert interrupted_message(missing).startswith("interrupted before")

@@ -16,7 +16,11 @@ import zarr
 from ray.train import TrainingFailedError
 from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
 
-from services.train.checkpoints import checkpoint_dir_for
+from services.train.checkpoints import (
+    RAY_SNAPSHOT_NAME,
+    checkpoint_dir_for,
+    ray_checkpoint_registered,
+)
 from services.train.job import JobOptions, run_job
 from spd_core.decompose import decompose
 from spd_core.presets import resolve_config
@@ -133,25 +137,28 @@ class KillOneWorker:
     Ray has registered a checkpoint of the run writing `out`.
 
     A worker's `ray.train.report` returns before the controller registers its checkpoint (the
-    controller polls the workers); a worker killed in between leaves nothing to resume from. The
-    controller writes its snapshot file on registering a checkpoint, so the kill waits for it.
+    controller polls the workers); a worker killed in between leaves nothing to resume from.
     """
 
     def __init__(self, at_step: int, out: Path):
         self.at_step = at_step
-        self.snapshot = checkpoint_dir_for(out, None) / CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
+        self.ckpt_dir = checkpoint_dir_for(out, None)
         self.killed: int | None = None
 
     def __call__(self, event) -> None:
         if self.killed is None and event.step >= self.at_step:
             deadline = time.monotonic() + 60
-            while not self.snapshot.exists():
+            while not ray_checkpoint_registered(self.ckpt_dir):
                 assert time.monotonic() < deadline, "Ray registered no checkpoint within 60 s"
                 time.sleep(0.01)
             pids = _train_worker_pids()
             assert pids, "no Ray Train worker process found"
             self.killed = max(pids)
             os.kill(self.killed, signal.SIGKILL)
+
+
+def test_registered_checkpoints_are_read_from_the_file_ray_writes():
+    assert RAY_SNAPSHOT_NAME == CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
 
 
 def test_fsdp_with_a_killed_worker_equals_one_process(

@@ -20,6 +20,10 @@ from spd_core.training_loop import TrainingState
 _LOCAL_PREFIX = "checkpoint_step_"
 _LOCAL_NAME = re.compile(rf"{_LOCAL_PREFIX}(\d+)$")
 _PARTIAL_SUFFIX = ".partial"  # a folder still being written; never resumed from
+# Ray Train's controller writes this file into the run's folder each time it registers a
+# checkpoint; a resumed job starts from the checkpoints it lists, and from step 0 without it
+# (Ray's CHECKPOINT_MANAGER_SNAPSHOT_FILENAME, pinned by a test).
+RAY_SNAPSHOT_NAME = "checkpoint_manager_snapshot.json"
 
 
 def default_checkpoint_every(config: Config) -> int:
@@ -66,6 +70,11 @@ def check_paths(
                 f"--resume: {out} was started with --no-ray (its checkpoints are at {ckpt_dir}); "
                 "resume it with --no-ray"
             )
+        if not local and not ray_checkpoint_registered(ckpt_dir):
+            raise StoreError(
+                f"--resume: Ray registered no checkpoint in {ckpt_dir}: the run stopped before "
+                "its first checkpoint; start it again with --overwrite"
+            )
         return
     if ckpt_dir.exists() and not _is_checkpoint_dir(ckpt_dir):
         raise StoreError(
@@ -109,17 +118,19 @@ def latest_local_checkpoint(ckpt_dir: Path) -> tuple[int, Path] | None:
     return max(found) if found else None
 
 
+def ray_checkpoint_registered(ckpt_dir: Path) -> bool:
+    """Whether a Ray Train job with its checkpoints in `ckpt_dir` has one to resume from: a
+    checkpoint a worker saved is resumed only once Ray's controller has registered it."""
+    return (ckpt_dir / RAY_SNAPSHOT_NAME).is_file()
+
+
 def resume_point(ckpt_dir: Path, local: bool) -> str | None:
     """Where `--resume` would continue from: "step N" for a run in this process, "its last
     checkpoint" for a Ray job (Ray's folder names carry no step); None when nothing is saved."""
     if local:
         found = latest_local_checkpoint(ckpt_dir)
         return f"step {found[0]}" if found else None
-    saved = ckpt_dir.is_dir() and any(
-        p.is_dir() and p.name.startswith("checkpoint_") and not p.name.startswith(_LOCAL_PREFIX)
-        for p in ckpt_dir.iterdir()
-    )
-    return "its last checkpoint" if saved else None
+    return "its last checkpoint" if ray_checkpoint_registered(ckpt_dir) else None
 
 
 def save_local_checkpoint(state: TrainingState, ckpt_dir: Path, keep: int = 2) -> Path:
