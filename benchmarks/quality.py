@@ -68,12 +68,12 @@ def run(preset_or_path: str, seed: int, args: argparse.Namespace) -> bool:
     config = config.model_copy(update=update)
     task = toy_task(config, torch.device(args.device))
     tag = f"{preset}/seed{seed}" + (f"/{args.strategy}-{args.workers}w" if args.workers else "")
-    with contextlib.ExitStack() as stack:
-        reference = None
-        if args.reference_python:
-            reference = stack.enter_context(
-                ReferenceRun(args.reference_python, preset, config, task.target, args.threads)
-            )
+    reference_run = (
+        ReferenceRun(args.reference_python, preset, config, task.target, args.threads)
+        if args.reference_python
+        else contextlib.nullcontext()
+    )
+    with reference_run as reference:
         start = time.perf_counter()
         if args.workers:
             metrics = _run_on_ray(config, task, preset, seed, args)
