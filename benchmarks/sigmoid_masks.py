@@ -18,7 +18,7 @@ import torch
 from jsonl import emit
 from torch import Tensor
 
-from spd_core.sigmoids import LEAK, lower_leaky_clamped, upper_leaky
+from spd_core.model.sigmoids import LEAK, lower_leaky_clamped, upper_leaky
 
 
 class _WhereLowerLeaky(torch.autograd.Function):

@@ -32,11 +32,11 @@ from pathlib import Path
 import torch
 from jsonl import emit
 
-from spd_core.decompose import build_component_model
 from spd_core.presets import resolve_config
-from spd_core.seeding import generator
-from spd_core.step import make_optimizer, step_loss
-from spd_core.task import toy_task
+from spd_core.task.toy import toy_task
+from spd_core.train.seeding import generator
+from spd_core.train.setup import build_component_model
+from spd_core.train.step import make_optimizer, step_loss
 
 ISSUE_REFERENCE_STEPS_PER_S = {"tms-5-2-id": 20.6, "resid-mlp-1": 3.3, "tms-40-10-id": 0.75}
 

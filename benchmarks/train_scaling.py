@@ -22,7 +22,7 @@ from jsonl import emit
 
 from services.train.job import JobOptions, run_job
 from spd_core.presets import resolve_config
-from spd_core.task import toy_task
+from spd_core.task.toy import toy_task
 
 
 def measure(preset: str, strategy: str, workers: int, steps: int, root: Path) -> None:

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from spd_core.component_model import ComponentModel
 from spd_core.config import Config, config_from_dict
 from spd_core.hf.packaged import HFModelError
+from spd_core.model.component_model import ComponentModel
 from spd_core.store import FactorStore, StoreError
 
 if TYPE_CHECKING:

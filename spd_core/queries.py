@@ -10,9 +10,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from spd_core.component_model import ComponentModel
-from spd_core.divergence import OutputLossType, per_example_divergence
-from spd_core.masks import ModuleMask, stochastic_masks
+from spd_core.losses.divergence import OutputLossType, per_example_divergence
+from spd_core.model.component_model import ComponentModel
+from spd_core.model.masks import ModuleMask, stochastic_masks
 
 MaskMode = Literal["keep", "ablate", "ci", "rounded_ci", "stochastic"]
 ImportanceKind = Literal["lower", "upper"]

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from spd_core.ci_functions import make_ci_fn
-from spd_core.masks import stochastic_masks, uniform_k_subset_routing
-from spd_core.sigmoids import lower_leaky_clamped, lower_leaky_value, upper_leaky
+from spd_core.model.ci_functions import make_ci_fn
+from spd_core.model.masks import stochastic_masks, uniform_k_subset_routing
+from spd_core.model.sigmoids import lower_leaky_clamped, lower_leaky_value, upper_leaky
 
 
 @pytest.mark.parametrize(

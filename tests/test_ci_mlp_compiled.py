@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from spd_core import ci_mlp_compiled
-from spd_core.ci_functions import make_ci_fn
-from spd_core.ci_mlp_compiled import compiled_kernels_work, compiled_per_component_gelu_mlp
-from spd_core.ci_mlp_kernel import per_component_gelu_mlp
+from spd_core.model import ci_mlp_compiled
+from spd_core.model.ci_functions import make_ci_fn
+from spd_core.model.ci_mlp_compiled import compiled_kernels_work, compiled_per_component_gelu_mlp
+from spd_core.model.ci_mlp_kernel import per_component_gelu_mlp
 
 H = 2 * ci_mlp_compiled.BLOCK  # two blocks: the per-block gradients must be concatenated in order
 PADDED_H = H + 3  # a last block zero-padded to full size: its padding must add nothing

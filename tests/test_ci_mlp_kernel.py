@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from spd_core.ci_functions import make_ci_fn
-from spd_core.ci_mlp_kernel import per_component_gelu_mlp
+from spd_core.model.ci_functions import make_ci_fn
+from spd_core.model.ci_mlp_kernel import per_component_gelu_mlp
 
 
 def test_value_and_input_gradient_by_hand():

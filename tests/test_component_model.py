@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from spd_core.component_model import ComponentModel, ModuleSelectionError
 from spd_core.config import ModulePattern
-from spd_core.masks import ModuleMask
+from spd_core.model.component_model import ComponentModel, ModuleSelectionError
+from spd_core.model.masks import ModuleMask
 
 
 class Conv1D(nn.Module):
@@ -136,7 +136,9 @@ def test_components_run_only_where_routed_with_the_same_outputs_and_gradients(mo
         return out.detach(), torch.autograd.grad((out * weights).sum(), params)
 
     out, grads = output_and_grads()
-    monkeypatch.setattr("spd_core.component_model._on_routed_positions", _everywhere_then_select)
+    monkeypatch.setattr(
+        "spd_core.model.component_model._on_routed_positions", _everywhere_then_select
+    )
     ref_out, ref_grads = output_and_grads()
     torch.testing.assert_close(out, ref_out, rtol=1e-6, atol=1e-6)
     for got, want in zip(grads, ref_grads, strict=True):

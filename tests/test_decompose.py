@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from services.cli import main
-from spd_core.ci_mlp_compiled import compiled_kernels_work, compiled_per_component_gelu_mlp
-from spd_core.decompose import decompose
-from spd_core.evaluation import one_hot_ci
+from spd_core.eval.evaluation import one_hot_ci
 from spd_core.loading import load_component_model
+from spd_core.model.ci_mlp_compiled import compiled_kernels_work, compiled_per_component_gelu_mlp
 from spd_core.presets import resolve_config
 from spd_core.store import FactorStore, StoreError
-from spd_core.task import toy_task
+from spd_core.task.toy import toy_task
+from spd_core.train.single_process import decompose
 
 
 @pytest.fixture(scope="module")

@@ -11,19 +11,19 @@ import torch
 import yaml
 
 from services.cli import main
-from spd_core.component_model import ModuleSelectionError, select_modules
 from spd_core.config import ConfigError, ModulePattern, config_from_dict
-from spd_core.decompose import decompose
+from spd_core.eval.metrics.lm_masks import next_token_ce
 from spd_core.hf.loading import load_hf_target
 from spd_core.hf.packaged import HFModelError
-from spd_core.hf.task import hf_task
 from spd_core.loading import load_decomposition
-from spd_core.metrics.lm_masks import next_token_ce
+from spd_core.model.component_model import ModuleSelectionError, select_modules
 from spd_core.store import FactorStore
+from spd_core.task.hf import hf_task
 from spd_core.text.contexts import component_importances
 from spd_core.text.importances import text_importances, token_importances
 from spd_core.text.tokens import TextInputError, check_token_ids, encode_text
 from spd_core.text.windows import eval_windows
+from spd_core.train.single_process import decompose
 from tests.hf_configs import tiny_hf_config
 
 CPU = torch.device("cpu")
@@ -180,7 +180,8 @@ def test_a_store_whose_local_model_is_gone_says_so(tmp_path):
         config={"steps": 1},
         target_spec={"kind": "hf", "model": gone, "source": gone, "model_class": "BertModel"},
     )
-    writer.write_factors("fc", torch.ones(2, 2), torch.ones(2, 3))
+    writer.write_factor_rows("fc", "U", 0, torch.ones(2, 2))
+    writer.write_factor_rows("fc", "V", 0, torch.ones(2, 3))
     writer.mark_complete()
     with pytest.raises(StoreError, match=r"cannot rebuild its target: model '.*deleted-model'"):
         load_decomposition(tmp_path / "s.zarr")

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-from spd_core.component_model import ComponentModel
 from spd_core.config import ModulePattern, config_from_dict
-from spd_core.inert_rows import representative_items
+from spd_core.eval.metrics.ci_l0 import ci_l0
 from spd_core.losses import LossContext, compute_losses, step_context
 from spd_core.losses.importance_minimality import importance_minimality_loss
-from spd_core.metrics.ci_l0 import ci_l0
+from spd_core.model.component_model import ComponentModel
+from spd_core.model.inert_rows import representative_items
 from spd_core.targets.resid_mlp import ResidualMLP
 
 DETERMINISTIC_LOSSES = [

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from services.cli import main
-from spd_core.decompose import decompose
-from spd_core.plotting import heatmap_columns, significant_columns
+from spd_core.eval.figures import heatmap_columns, significant_columns
 from spd_core.presets import resolve_config
 from spd_core.store import FactorStore, ModuleLayout, StoreWriter
-from spd_core.task import toy_task
+from spd_core.task.toy import toy_task
+from spd_core.train.single_process import decompose
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -143,7 +143,8 @@ def _incomplete_store(path: Path, curves: bool = False) -> Path:
         config={"steps": 5, "target": {"kind": "toy", "name": "tms-5-2"}},
         target_spec={"kind": "toy", "name": "tms-5-2"},
     )
-    writer.write_factors("fc", np.ones((3, 2), np.float32), np.ones((3, 4), np.float32))
+    writer.write_factor_rows("fc", "U", 0, np.ones((3, 2), np.float32))
+    writer.write_factor_rows("fc", "V", 0, np.ones((3, 4), np.float32))
     if curves:
         writer.append_curves(1, {"loss/total": 1.0, "l0/fc": 2.0, "mmcs/fc": 0.75})
         writer.append_curves(2, {"loss/total": 0.5, "l0/fc": 1.5})  # no evaluation at step 2

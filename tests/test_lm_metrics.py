@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from spd_core.component_model import ComponentModel
 from spd_core.config import ModulePattern
-from spd_core.metrics.ci_l0 import l0_per_token
-from spd_core.metrics.lm_masks import CEKLMetric, ce_kl_metrics, next_token_ce
+from spd_core.eval.metrics.ci_l0 import l0_per_token
+from spd_core.eval.metrics.lm_masks import CEKLMetric, ce_kl_values, next_token_ce, with_ce_recovery
+from spd_core.model.component_model import ComponentModel
 from tests.test_component_model import TinyLM
 
 
@@ -33,7 +33,7 @@ def test_exact_factorisation_has_zero_kl_unmasked_and_full_unrecovered_at_zero()
     ids = torch.randint(0, 11, (3, 6))
     acts = model.prepare(ids)
     ci = model.causal_importances(acts)
-    m = ce_kl_metrics(model, acts, ci, generator=torch.Generator().manual_seed(0))
+    m = with_ce_recovery(ce_kl_values(model, acts, ci, generator=torch.Generator().manual_seed(0)))
     assert m["kl_unmasked"] == pytest.approx(0.0, abs=1e-6)
     assert m["ce_unrecovered_zero"] == pytest.approx(1.0)
     assert m["ce_unrecovered_unmasked"] == pytest.approx(0.0, abs=1e-5)

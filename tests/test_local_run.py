@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,20 +12,16 @@ import torch
 
 from services.cli import main
 from services.commands.decompose import interrupted_message
-from services.train.checkpoints import (
-    RAY_SNAPSHOT_NAME,
-    check_paths,
-    latest_local_checkpoint,
-    save_local_checkpoint,
-)
-from services.train.local_run import LocalOptions, run_local
-from spd_core.decompose import build_component_model, create_store, decompose
-from spd_core.parallel.worker import WorkerPlan, run_worker
+from services.train.checkpoints import RAY_SNAPSHOT_NAME, check_job_paths
 from spd_core.presets import resolve_config
-from spd_core.step import make_optimizer
 from spd_core.store import FactorStore, StoreError
-from spd_core.task import toy_task
-from spd_core.training_loop import TrainingState, new_generators
+from spd_core.task.toy import toy_task
+from spd_core.train.checkpoints import latest_local_checkpoint, save_local_checkpoint
+from spd_core.train.loop import TrainingState, new_generators
+from spd_core.train.run import WorkerPlan, run_worker
+from spd_core.train.setup import build_component_model, create_store
+from spd_core.train.single_process import decompose
+from spd_core.train.step import make_optimizer
 
 
 @pytest.fixture(scope="module")
@@ -63,16 +58,15 @@ def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_result(tms, tmp_path
     config, task = tms
     decompose(config, task, out=tmp_path / "whole.zarr")
     out = tmp_path / "cut.zarr"
-    options = LocalOptions(checkpoint_every=10)
     with pytest.raises(KeyboardInterrupt):
-        run_local(config, task, out, options, progress=_stop_at(25))
+        decompose(config, task, out=out, checkpoint_every=10, progress=_stop_at(25))
     with pytest.raises(StoreError, match="incomplete"):
         FactorStore.open(out)
     ckpt_dir = tmp_path / "cut.zarr.checkpoints"
     names = sorted(p.name for p in ckpt_dir.iterdir())
     assert names == ["checkpoint_step_000000010", "checkpoint_step_000000020"]  # keeps two
 
-    metrics = run_local(config, task, out, replace(options, resume=True))
+    metrics = decompose(config, task, out=out, checkpoint_every=10, resume=True).metrics
     assert metrics["restarts"] == 1 and metrics["workers"] == 1
     assert not ckpt_dir.exists()  # a finished run needs none
     store = FactorStore.open(out)
@@ -112,21 +106,21 @@ def test_resume_names_the_runner_a_run_was_started_with(tms, tmp_path):
     config, task = tms
     out = tmp_path / "run.zarr"
     with pytest.raises(KeyboardInterrupt):
-        run_local(config, task, out, LocalOptions(checkpoint_every=10), progress=_stop_at(15))
+        decompose(config, task, out=out, checkpoint_every=10, progress=_stop_at(15))
     ckpt_dir = tmp_path / "run.zarr.checkpoints"
     with pytest.raises(StoreError, match=r"started with --no-ray.*resume it with --no-ray"):
-        check_paths(out, ckpt_dir, config, resume=True, overwrite=False, local=False)
+        check_job_paths(out, ckpt_dir, config, resume=True, overwrite=False)
     ray_dir = tmp_path / "ray-ckpts"
     (ray_dir / "checkpoint_2026-11-27_01-02-03.456789").mkdir(parents=True)
     with pytest.raises(StoreError, match=r"no checkpoint of a --no-ray run.*without --no-ray"):
-        check_paths(out, ray_dir, config, resume=True, overwrite=False, local=True)
+        decompose(config, task, out=out, checkpoint_dir=ray_dir, resume=True)
     # a checkpoint Ray's controller never registered is not resumed: say so, not "resuming"
     with pytest.raises(StoreError, match=r"Ray registered no checkpoint.*--overwrite"):
-        check_paths(out, ray_dir, config, resume=True, overwrite=False, local=False)
+        check_job_paths(out, ray_dir, config, resume=True, overwrite=False)
     (ray_dir / RAY_SNAPSHOT_NAME).write_text("{}")
-    check_paths(out, ray_dir, config, resume=True, overwrite=False, local=False)
+    check_job_paths(out, ray_dir, config, resume=True, overwrite=False)
     with pytest.raises(StoreError, match=r"before its first checkpoint.*--overwrite"):
-        check_paths(out, tmp_path / "none", config, resume=True, overwrite=False, local=True)
+        decompose(config, task, out=out, checkpoint_dir=tmp_path / "none", resume=True)
 
 
 def test_cli_resumes_a_stopped_no_ray_run(tmp_path, cache_dir, monkeypatch, capsys):
@@ -135,8 +129,10 @@ def test_cli_resumes_a_stopped_no_ray_run(tmp_path, cache_dir, monkeypatch, caps
     config = resolve_config("tms-5-2").model_copy(update={"steps": 30})  # as the CLI builds it
     task = toy_task(config, torch.device("cpu"), cache_dir)
     with pytest.raises(KeyboardInterrupt):
-        options = LocalOptions(checkpoint_every=10, checkpoint_dir=str(ckpt))
-        run_local(config, task, out, options, progress=_stop_at(30))  # its only log: the last
+        # its only log: the last
+        decompose(
+            config, task, out=out, checkpoint_every=10, checkpoint_dir=ckpt, progress=_stop_at(30)
+        )
     args = ["decompose", "tms-5-2", "--out", str(out), "--steps", "30", "--no-ray"]
     assert main([*args, "--checkpoint-dir", str(ckpt), "--resume"]) == 0
     printed = capsys.readouterr().out
@@ -178,11 +174,12 @@ def test_an_interrupted_cli_run_says_how_to_go_on(tms, tmp_path, monkeypatch, ca
     config, task = tms
     out = tmp_path / "stopped.zarr"
 
-    def stopped_run(config, task, out, options, progress=None):  # Ctrl-C after step 25
-        run_local(config, task, out, replace(options, checkpoint_every=10), _stop_at(25))
+    def stopped_run(config, task, *, out, **options):  # Ctrl-C after step 25
+        options.update(checkpoint_every=10, progress=_stop_at(25))
+        decompose(config, task, out=out, **options)
 
     monkeypatch.setattr("services.commands.decompose.make_task", lambda *a: task)
-    monkeypatch.setattr("services.commands.decompose.run_local", stopped_run)
+    monkeypatch.setattr("services.commands.decompose.decompose", stopped_run)
     monkeypatch.setattr("services.commands.decompose.resolve_config", lambda name: config)
     assert main(["decompose", "tms-5-2", "--out", str(out), "--no-ray", "--quiet"]) == 130
     err = capsys.readouterr().err

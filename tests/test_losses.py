@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
-from spd_core.component_model import ComponentModel
 from spd_core.config import ModulePattern, config_from_dict
-from spd_core.divergence import divergence_sum
 from spd_core.losses import LossContext, compute_losses, faithfulness_loss
+from spd_core.losses.divergence import divergence_sum
 from spd_core.losses.importance_minimality import current_p, importance_minimality_loss
 from spd_core.losses.reconstruction import stochastic_recon
-from spd_core.masks import ModuleMask
+from spd_core.model.component_model import ComponentModel
+from spd_core.model.masks import ModuleMask
 
 
 def test_faithfulness_is_mean_squared_weight_error():

@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from spd_core.evaluation import pattern_errors
-from spd_core.metrics.ci_l0 import ci_l0, ever_important
-from spd_core.metrics.ci_patterns import (
+from spd_core.eval.evaluation import pattern_errors
+from spd_core.eval.metrics.ci_l0 import ci_l0, ever_important
+from spd_core.eval.metrics.ci_patterns import (
     dense_ci_error,
     identity_broken_inputs,
     identity_ci_error,
 )
-from spd_core.metrics.ground_truth import mmcs_ml2r, n_significant_subcomponents
+from spd_core.eval.metrics.ground_truth import mmcs_ml2r
 from spd_core.presets import resolve_config
 
 
@@ -70,12 +70,6 @@ def test_mmcs_of_rotated_column():
     r = mmcs_ml2r(U, V, W)
     assert r["mmcs"] == pytest.approx(2**-0.5, rel=1e-6)
     assert r["ml2r"] == pytest.approx(2**0.5, rel=1e-6)
-
-
-def test_significant_subcomponents():
-    U = torch.tensor([[1.0, 0.0], [0.0, 0.01], [2.0, 0.0]])
-    V = torch.ones(3, 4)
-    assert n_significant_subcomponents(U, V) == 2
 
 
 def test_pattern_errors_scores_the_modules_the_config_names():

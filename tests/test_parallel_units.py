@@ -10,17 +10,19 @@ import pytest
 import torch
 
 from services.ray_cluster import ClusterError, check_reachable
-from services.train.checkpoints import check_paths, default_checkpoint_every
-from spd_core.decompose import build_component_model, decompose
-from spd_core.parallel import training_state
-from spd_core.parallel.sharding import full_trainable_state, rows_per_shard, shard_rows
-from spd_core.parallel.worker import resume
 from spd_core.presets import resolve_config
-from spd_core.progress import ProgressEvent
-from spd_core.step import make_optimizer
 from spd_core.store import StoreError
-from spd_core.task import DecompositionTask, toy_task
-from spd_core.training_loop import TrainingState, new_generators, run_steps
+from spd_core.task import DecompositionTask
+from spd_core.task.toy import toy_task
+from spd_core.train import training_state
+from spd_core.train.checkpoints import check_run_paths, default_checkpoint_every
+from spd_core.train.loop import TrainingState, new_generators, run_steps
+from spd_core.train.parallel.sharding import full_trainable_state, rows_per_shard, shard_rows
+from spd_core.train.progress import ProgressEvent
+from spd_core.train.run import resume
+from spd_core.train.setup import build_component_model
+from spd_core.train.single_process import decompose
+from spd_core.train.step import make_optimizer
 
 
 @pytest.mark.parametrize(
@@ -134,12 +136,12 @@ def test_existing_stores_are_refused_with_the_way_out(tms, tmp_path):
     decompose(config, task, out=done)
     ckpt = tmp_path / "ckpt"
     with pytest.raises(StoreError, match=r"complete factor store.*--overwrite"):
-        check_paths(done, ckpt, config, resume=False, overwrite=False, local=False)
+        check_run_paths(done, ckpt, config, resume=False, overwrite=False)
     with pytest.raises(StoreError, match="already complete"):
-        check_paths(done, ckpt, config, resume=True, overwrite=False, local=False)
+        check_run_paths(done, ckpt, config, resume=True, overwrite=False)
     with pytest.raises(StoreError, match="no store"):
-        check_paths(tmp_path / "none.zarr", ckpt, config, resume=True, overwrite=False, local=False)
-    check_paths(done, ckpt, config, resume=False, overwrite=True, local=False)  # allowed
+        check_run_paths(tmp_path / "none.zarr", ckpt, config, resume=True, overwrite=False)
+    check_run_paths(done, ckpt, config, resume=False, overwrite=True)  # allowed
 
 
 def test_unreachable_address_fails_fast():
@@ -163,13 +165,9 @@ def test_a_checkpoint_dir_that_is_not_one_is_never_taken(tms, tmp_path):
     precious.mkdir()
     (precious / "thesis.tex").write_text("keep me")
     with pytest.raises(StoreError, match="not a checkpoint directory"):
-        check_paths(
-            tmp_path / "new.zarr", precious, config, resume=False, overwrite=True, local=False
-        )
+        check_run_paths(tmp_path / "new.zarr", precious, config, resume=False, overwrite=True)
     assert (precious / "thesis.tex").exists()
     stale = tmp_path / "old.zarr.checkpoints"
     (stale / "checkpoint_2026-01-01").mkdir(parents=True)
     with pytest.raises(StoreError, match="--overwrite to discard"):
-        check_paths(
-            tmp_path / "old.zarr", stale, config, resume=False, overwrite=False, local=False
-        )
+        check_run_paths(tmp_path / "old.zarr", stale, config, resume=False, overwrite=False)

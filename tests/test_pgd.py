@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from spd_core.component_model import ComponentModel
 from spd_core.config import ModulePattern, config_from_dict
 from spd_core.losses import LossContext
 from spd_core.losses.pgd import _init_sources, pgd_recon
 from spd_core.losses.reconstruction import mean_divergence
+from spd_core.model.component_model import ComponentModel
 
 
 def _setup(two_layer, scope="unique_per_datapoint", n_steps=1, step_size=1.0, init="random"):

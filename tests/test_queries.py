@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from spd_core.component_model import ComponentModel
 from spd_core.config import ModulePattern
-from spd_core.masks import ModuleMask
+from spd_core.model.component_model import ComponentModel
+from spd_core.model.masks import ModuleMask
 from spd_core.queries import MaskSpec, ablated_outputs, importances, io_signature
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from spd_core.config import ScheduleConfig
-from spd_core.schedule import scheduled_value
+from spd_core.train.schedule import scheduled_value
 
 
 def test_warmup_is_linear_from_zero():

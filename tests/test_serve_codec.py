@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from services.generated.spd.v1 import tensor_pb2 as pb
 from services.serving.auth import check_bearer
 from services.serving.catalog import name_stores
 from services.serving.errors import RequestError
 from services.serving.importance_selection import Selection, select
-from services.serving.tensor_codec import TensorDecodeError, from_proto, to_proto
+from spd_client.generated.spd.v1 import tensor_pb2 as pb
+from spd_client.tensor_codec import TensorDecodeError, from_proto, to_proto
 
 
 @pytest.mark.parametrize("dtype", ["<f4", ">f4", "<f8", "<f2", "<i4", ">i8"])

@@ -32,7 +32,9 @@ def _complete_store(path: Path, chunk_c: int | dict[str, int] | None = None) -> 
         path, modules=MODULES, config=CONFIG, target_spec=TARGET_SPEC, chunk_c=chunk_c
     )
     for i, (name, layout) in enumerate(MODULES.items()):
-        writer.write_factors(name, *_factors(layout, i))
+        U, V = _factors(layout, i)
+        writer.write_factor_rows(name, "U", 0, U)
+        writer.write_factor_rows(name, "V", 0, V)
     writer.mark_complete()
     return writer
 
@@ -51,7 +53,8 @@ def test_round_trip_of_everything(tmp_path: Path) -> None:
         attrs={"run_id": "abc"},
     )
     U0, V0 = _factors(MODULES["layers.0.mlp_in"], 0)
-    writer.write_factors("layers.0.mlp_in", torch.from_numpy(U0).requires_grad_(), V0)
+    writer.write_factor_rows("layers.0.mlp_in", "U", 0, torch.from_numpy(U0).requires_grad_())
+    writer.write_factor_rows("layers.0.mlp_in", "V", 0, V0)
     U1, V1 = _factors(MODULES["h.1.mlp.c_fc"], 1)
     writer.write_factor_rows("h.1.mlp.c_fc", "U", 0, U1)
     writer.write_factor_rows("h.1.mlp.c_fc", "V", 0, torch.from_numpy(V1))
@@ -92,7 +95,8 @@ def test_round_trip_of_everything(tmp_path: Path) -> None:
         expected = value.numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
         assert params[name].dtype == np.float32 and params[name].shape == expected.shape
         np.testing.assert_array_equal(params[name], expected.astype(np.float32))
-    assert store.ci_fn_info("layers.0.mlp_in") == {"type": "mlp", "hidden_dims": [3]}
+    ci_attrs = zarr.open_group(path, mode="r")["modules/layers.0.mlp_in/ci_fn"].attrs
+    assert (ci_attrs["type"], list(ci_attrs["hidden_dims"])) == ("mlp", [3])
     with pytest.raises(StoreError, match="no causal-importance function"):
         store.ci_fn_params("h.1.mlp.c_fc")
 
@@ -158,7 +162,9 @@ def test_mark_complete_refuses_unwritten_factors(tmp_path: Path) -> None:
     writer = StoreWriter.create(
         tmp_path / "s.zarr", modules=MODULES, config={}, target_spec={}, chunk_c=4
     )
-    writer.write_factors("layers.0.mlp_in", *_factors(MODULES["layers.0.mlp_in"], 0))
+    U, V = _factors(MODULES["layers.0.mlp_in"], 0)
+    writer.write_factor_rows("layers.0.mlp_in", "U", 0, U)
+    writer.write_factor_rows("layers.0.mlp_in", "V", 0, V)
     with pytest.raises(StoreError, match=r"h\.1\.mlp\.c_fc/U"):
         writer.mark_complete()
     assert zarr.open_group(tmp_path / "s.zarr", mode="r").attrs["complete"] is False
@@ -192,7 +198,9 @@ def test_open_non_store_dir(tmp_path: Path) -> None:
 def test_open_incomplete_store(tmp_path: Path) -> None:
     path = tmp_path / "s.zarr"
     writer = StoreWriter.create(path, modules=MODULES, config={}, target_spec={})
-    writer.write_factors("layers.0.mlp_in", *_factors(MODULES["layers.0.mlp_in"], 0))
+    U, V = _factors(MODULES["layers.0.mlp_in"], 0)
+    writer.write_factor_rows("layers.0.mlp_in", "U", 0, U)
+    writer.write_factor_rows("layers.0.mlp_in", "V", 0, V)
     with pytest.raises(StoreError, match="incomplete: the run that wrote it did not finish"):
         FactorStore.open(path)
     store = FactorStore.open(path, allow_incomplete=True)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import torch
 
-from spd_core.evaluation import one_hot_ci
+from spd_core.eval.evaluation import one_hot_ci
+from spd_core.eval.metrics.ci_patterns import identity_ci_error
 from spd_core.loading import load_component_model
-from spd_core.metrics.ci_patterns import identity_ci_error
 from spd_core.store import FactorStore
 
 # `spd decompose tms-5-2 --steps 50 --no-ray` with code version 0.1.0 (commit 93f0ae6)

@@ -7,14 +7,14 @@ import torch
 from torch import nn
 
 from services.train.job import JobOptions, run_job
-from spd_core.component_model import ComponentModel
 from spd_core.config import ConfigError, ModulePattern
-from spd_core.decompose import decompose
+from spd_core.model.component_model import ComponentModel
+from spd_core.model.tied_components import TiedComponentsError, ties_hold
 from spd_core.presets import resolve_config
-from spd_core.step import faithfulness_warmup, make_optimizer
 from spd_core.store import FactorStore
-from spd_core.task import toy_task
-from spd_core.tied_components import TiedComponentsError, ties_hold
+from spd_core.task.toy import toy_task
+from spd_core.train.single_process import decompose
+from spd_core.train.step import faithfulness_warmup, make_optimizer
 
 
 class TiedPair(nn.Module):

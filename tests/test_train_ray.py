@@ -16,16 +16,13 @@ import zarr
 from ray.train import TrainingFailedError
 from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
 
-from services.train.checkpoints import (
-    RAY_SNAPSHOT_NAME,
-    checkpoint_dir_for,
-    ray_checkpoint_registered,
-)
+from services.train.checkpoints import RAY_SNAPSHOT_NAME, ray_checkpoint_registered
 from services.train.job import JobOptions, run_job
-from spd_core.decompose import decompose
 from spd_core.presets import resolve_config
 from spd_core.store import FactorStore, StoreError
-from spd_core.task import toy_task
+from spd_core.task.toy import toy_task
+from spd_core.train.checkpoints import checkpoint_dir_for
+from spd_core.train.single_process import decompose
 
 pytestmark = pytest.mark.ray
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-import spd_core.component_model as cm
-from spd_core.component_model import ComponentModel
+import spd_core.model.component_model as cm
 from spd_core.config import ModulePattern
+from spd_core.model.component_model import ComponentModel
 
 
 @pytest.mark.parametrize("fn_type", ["mlp", "vector_mlp", "shared_mlp"])

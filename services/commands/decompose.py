@@ -8,19 +8,20 @@ from pathlib import Path
 
 import torch
 
-from services.train.checkpoints import checkpoint_dir_for, resume_point
-from services.train.local_run import LocalOptions, run_local
-from spd_core.component_model import ModuleSelectionError
+from services.train.checkpoints import resume_point
 from spd_core.config import Config, ConfigError
 from spd_core.hf.packaged import HFModelError
-from spd_core.parallel.sharding import STRATEGIES
+from spd_core.model.component_model import ModuleSelectionError
+from spd_core.model.tied_components import TiedComponentsError
 from spd_core.presets import preset_names, resolve_config
-from spd_core.progress import ProgressEvent
 from spd_core.store import StoreError
 from spd_core.targets.validation import TargetTrainingError
 from spd_core.task import make_task
 from spd_core.text.corpora import CorpusError
-from spd_core.tied_components import TiedComponentsError
+from spd_core.train.checkpoints import checkpoint_dir_for
+from spd_core.train.parallel.sharding import STRATEGIES
+from spd_core.train.progress import ProgressEvent
+from spd_core.train.single_process import decompose
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -136,19 +137,20 @@ def _run_here(args: argparse.Namespace, config: Config) -> int:
     if args.workers != 1:
         return _fail("--no-ray runs one process: --workers needs Ray")
     task = make_task(config, torch.device(args.device))
-    options = LocalOptions(
+    verb = "resuming" if args.resume else "decomposing"
+    print(f"{verb} {args.config} for {config.steps} steps into {args.out}", flush=True)
+    result = decompose(
+        config,
+        task,
+        out=args.out,
+        overwrite=args.overwrite,
         device=args.device,
+        progress=None if args.quiet else _print_progress,
         checkpoint_every=args.checkpoint_every,
         checkpoint_dir=args.checkpoint_dir,
         resume=args.resume,
-        overwrite=args.overwrite,
     )
-    verb = "resuming" if args.resume else "decomposing"
-    print(f"{verb} {args.config} for {config.steps} steps into {args.out}", flush=True)
-    metrics = run_local(
-        config, task, args.out, options, progress=None if args.quiet else _print_progress
-    )
-    return _summary(args.out, metrics)
+    return _summary(args.out, result.metrics)
 
 
 def _run_on_ray(args: argparse.Namespace, config: Config) -> int:

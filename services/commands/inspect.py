@@ -293,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
             return _fail(str(err))
         import torch
 
-        from spd_core.plotting import write_store_figures
+        from spd_core.eval.figures import write_store_figures
 
         if args.threads:
             torch.set_num_threads(args.threads)

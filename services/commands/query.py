@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from services.client import Client
+    from spd_client import Client
 
 DESCRIPTION = """\
 Query a running `spd serve` (gRPC) and print a table, or JSON with --json.
@@ -148,7 +148,7 @@ def _decomposition(d: Any) -> dict[str, Any]:
 def _run_query(client: Client, args: argparse.Namespace) -> tuple[Any, list[str]]:
     """(JSON-able result, table lines)."""
     from services.commands.query_text import run_text_query
-    from services.serving.tensor_codec import DTYPES
+    from spd_client.tensor_codec import DTYPES
 
     if args.query == "list":
         found = [_decomposition(d) for d in client.list_decompositions()]
@@ -254,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
     # gRPC and the generated code load here only, so the other commands run without them
     import grpc
 
-    from services.client import Client
+    from spd_client import Client
 
     try:
         with Client(args.address, token=args.token, application=args.application) as client:

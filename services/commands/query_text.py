@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from services.client import Client
-from services.client_messages import Importances
+from spd_client import Client, Importances
 
 
 def _selected(imp: Importances, top_k: int | None) -> list[tuple[int, int, float]]:

@@ -16,7 +16,7 @@ from services.serving.deployment import DecompositionServer
 
 APP_NAME = "spd"
 SERVICER_FUNCTIONS = [
-    "services.generated.spd.v1.decomposition_service_pb2_grpc."
+    "spd_client.generated.spd.v1.decomposition_service_pb2_grpc."
     "add_DecompositionServiceServicer_to_server"
 ]
 SERVE_ENV = {"RAY_SERVE_PROXY_USE_GRPC": "1"}

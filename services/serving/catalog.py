@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from services.serving.errors import not_found, unavailable_store
-from spd_core.component_model import ComponentModel
 from spd_core.config import Config
 from spd_core.loading import load_component_model, load_decomposition
+from spd_core.model.component_model import ComponentModel
 from spd_core.queries import IOSignature, io_signature
 from spd_core.store import FactorStore, StoreError
 

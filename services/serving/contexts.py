@@ -3,11 +3,11 @@ held-out slice of its corpus (spd_core.text.contexts.top_contexts on the first e
 
 from __future__ import annotations
 
-from services.generated.spd.v1 import decomposition_service_pb2 as pb
 from services.serving import validation
 from services.serving.catalog import Catalog
 from services.serving.errors import exhausted, invalid, unavailable_store
 from services.serving.limits import Limits
+from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
 from spd_core.config import HFTargetConfig
 from spd_core.text.contexts import top_contexts
 from spd_core.text.corpora import CorpusError

@@ -19,7 +19,6 @@ import torch
 from ray import serve
 from ray.serve.grpc_util import RayServegRPCContext
 
-from services.generated.spd.v1 import decomposition_service_pb2 as pb
 from services.serving.auth import TOKEN_ENV, check_bearer
 from services.serving.catalog import Catalog
 from services.serving.contexts import component_contexts
@@ -27,6 +26,7 @@ from services.serving.errors import RequestError
 from services.serving.handlers import ImportanceJob, QueryHandlers
 from services.serving.limits import Limits
 from services.serving.lone_calls import LoneCallGate
+from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
 
 logger = logging.getLogger("ray.serve")
 Response = TypeVar("Response")

@@ -15,14 +15,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from services.generated.spd.v1 import decomposition_service_pb2 as pb
 from services.serving import validation
 from services.serving.catalog import Catalog
 from services.serving.errors import exhausted, invalid
 from services.serving.importance_selection import Selection, select
 from services.serving.limits import Limits
-from services.serving.tensor_codec import dtype_code, to_proto
 from services.serving.text_inputs import request_input
+from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
+from spd_client.tensor_codec import dtype_code, to_proto
 from spd_core.queries import AblationResult, ablated_outputs, importances
 from spd_core.text.tokens import top_next_tokens
 

@@ -7,11 +7,11 @@ from typing import Protocol
 
 from torch import Tensor
 
-from services.generated.spd.v1 import decomposition_service_pb2 as pb
-from services.generated.spd.v1 import tensor_pb2
 from services.serving import validation
 from services.serving.catalog import Catalog
 from services.serving.errors import invalid
+from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
+from spd_client.generated.spd.v1 import tensor_pb2
 from spd_core.text.tokens import TextInputError, check_token_ids, encode_text, token_strings
 
 

@@ -9,12 +9,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from services.generated.spd.v1 import decomposition_service_pb2 as pb
-from services.generated.spd.v1 import tensor_pb2
 from services.serving.errors import exhausted, invalid, not_found
 from services.serving.importance_selection import Selection
 from services.serving.limits import Limits
-from services.serving.tensor_codec import TensorDecodeError, dtype_code, dtype_name, from_proto
+from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
+from spd_client.generated.spd.v1 import tensor_pb2
+from spd_client.tensor_codec import TensorDecodeError, dtype_code, dtype_name, from_proto
 from spd_core.queries import IOSignature, MaskMode, MaskSpec
 
 _MASK_MODES: dict[int, MaskMode] = {

@@ -1,2 +1,3 @@
-"""Running a decomposition: as a Ray Train job (job.py on the driver, worker_entry.py on each
-worker) or in this process (local_run.py), with checkpoints and resume (checkpoints.py)."""
+"""Running a decomposition as a Ray Train job (job.py on the driver, worker_entry.py on each
+worker), with the checks of its checkpoints (checkpoints.py); `--no-ray` runs
+`spd_core.train.single_process.decompose` instead."""

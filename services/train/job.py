@@ -12,16 +12,17 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from services.ray_cluster import check_capacity, connect
-from services.train.checkpoints import check_paths, checkpoint_dir_for, default_checkpoint_every
+from services.train.checkpoints import check_job_paths
 from services.train.progress_relay import ProgressRelay
 from services.train.worker_entry import train_loop_per_worker
 from spd_core.config import Config, ConfigError
-from spd_core.decompose import build_component_model, create_store
-from spd_core.parallel.sharding import Strategy, rows_per_shard
-from spd_core.progress import ProgressEvent
 from spd_core.store import FactorStore
 from spd_core.task import DecompositionTask
-from spd_core.training_loop import local_batch_size
+from spd_core.train.checkpoints import checkpoint_dir_for, default_checkpoint_every
+from spd_core.train.loop import local_batch_size
+from spd_core.train.parallel.sharding import Strategy, rows_per_shard
+from spd_core.train.progress import ProgressEvent
+from spd_core.train.setup import build_component_model, create_store
 
 
 @dataclass
@@ -59,14 +60,12 @@ def run_job(
             f"tied_components {config.tied_components}; use --strategy ddp, or drop the ties"
         )
     ckpt_dir = checkpoint_dir_for(out, options.checkpoint_dir)
-    check_paths(
-        out, ckpt_dir, config, resume=options.resume, overwrite=options.overwrite, local=False
-    )
+    check_job_paths(out, ckpt_dir, config, resume=options.resume, overwrite=options.overwrite)
     started = connect(options.address, verbose=options.verbose)
     try:
         check_capacity(options.workers, options.cpus_per_worker, options.use_gpu)
         if not options.resume:
-            if ckpt_dir.exists():  # check_paths allowed it: left by an earlier run
+            if ckpt_dir.exists():  # check_job_paths allowed it: left by an earlier run
                 shutil.rmtree(ckpt_dir)
             _create_store(out, config, task, options)
         job = {

@@ -10,8 +10,8 @@ from types import TracebackType
 
 from ray.util.queue import Empty, Queue
 
-from spd_core.progress import ProgressEvent, RateMeter, progress_event
-from spd_core.training_loop import LogRecord
+from spd_core.train.loop import LogRecord
+from spd_core.train.progress import ProgressEvent, RateMeter, progress_event
 
 
 class ProgressRelay:

@@ -1,4 +1,4 @@
-"""What each Ray Train worker runs: rebuild the task, then `spd_core.parallel.run_worker`."""
+"""What each Ray Train worker runs: rebuild the task, then `spd_core.train.run.run_worker`."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import ray.train.torch
 import torch
 
 from spd_core.config import config_from_dict
-from spd_core.parallel import training_state
-from spd_core.parallel.worker import WorkerPlan, run_worker
-from spd_core.task import make_task, toy_task_from_state
-from spd_core.training_loop import LogRecord, TrainingState
+from spd_core.task import make_task
+from spd_core.task.toy import toy_task_from_state
+from spd_core.train import training_state
+from spd_core.train.loop import LogRecord, TrainingState
+from spd_core.train.run import WorkerPlan, run_worker
 
 
 def train_loop_per_worker(job: dict[str, Any]) -> None:

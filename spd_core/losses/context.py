@@ -7,15 +7,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from spd_core.component_model import CausalImportances, ComponentModel, StepActivations
 from spd_core.config import Config
-from spd_core.inert_rows import representative_items, restrict
+from spd_core.model.component_model import CausalImportances, ComponentModel, StepActivations
+from spd_core.model.inert_rows import representative_items, restrict
 
 
 @dataclass
 class LossContext:
     """`acts` and `ci` cover the rows the masked forwards run on. `item_weights` (rows,), when
-    set, says how many batch items each row stands for (see `spd_core.inert_rows`)."""
+    set, says how many batch items each row stands for (see `spd_core.model.inert_rows`)."""
 
     model: ComponentModel
     acts: StepActivations

@@ -5,7 +5,7 @@ import math
 from torch import Tensor
 
 from spd_core.config import ImportanceMinimalityLoss
-from spd_core.schedule import annealed_p
+from spd_core.train.schedule import annealed_p
 
 
 def importance_minimality_loss(

@@ -9,7 +9,7 @@ from torch import Tensor
 from spd_core.config import _PGD
 from spd_core.losses.context import LossContext
 from spd_core.losses.reconstruction import Routing, mean_divergence, route
-from spd_core.masks import ModuleMask
+from spd_core.model.masks import ModuleMask
 
 
 def _init_sources(ctx: LossContext, cfg: _PGD) -> dict[str, Tensor]:

@@ -7,9 +7,14 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from spd_core.divergence import divergence_sum
 from spd_core.losses.context import LossContext
-from spd_core.masks import ModuleMask, stochastic_masks, uniform_k_subset_routing, with_routing
+from spd_core.losses.divergence import divergence_sum
+from spd_core.model.masks import (
+    ModuleMask,
+    stochastic_masks,
+    uniform_k_subset_routing,
+    with_routing,
+)
 
 Routing = str  # "all" | "layerwise" | "subset"
 

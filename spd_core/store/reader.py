@@ -131,11 +131,6 @@ class FactorStore:
             )
         return group
 
-    def ci_fn_info(self, module: str) -> dict[str, Any]:
-        """The CI function's ``type`` and ``hidden_dims``."""
-        attrs = self._ci_group(module).attrs
-        return {"type": attrs["type"], "hidden_dims": list(attrs.get("hidden_dims", []))}
-
     def ci_fn_params(self, module: str) -> dict[str, np.ndarray]:
         """The CI function's parameters, name -> float32 array, names exactly as written."""
         group = self._ci_group(module)

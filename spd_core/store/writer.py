@@ -227,18 +227,6 @@ class StoreWriter:
             with guard(self.path, f"{module_group_path(module)}/{name}"):
                 arr[start:stop] = data
 
-    def write_factors(self, module: str, U: ArrayLike, V: ArrayLike) -> None:
-        """Write both whole factors of `module` (U: (C, d_out), V: (C, d_in))."""
-        layout = self._module_layout(module)
-        data = {"U": to_numpy(U, np.float32), "V": to_numpy(V, np.float32)}
-        for name, arr in data.items():
-            if arr.shape != layout.factor_shape(name):
-                raise ValueError(
-                    f"{module}/{name}: expected shape {layout.factor_shape(name)}, got {arr.shape}"
-                )
-        self.write_factor_rows(module, "U", 0, data["U"])
-        self.write_factor_rows(module, "V", 0, data["V"])
-
     def _replace_params(
         self,
         parent: zarr.Group,

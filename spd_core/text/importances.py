@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from spd_core.component_model import ComponentModel
+from spd_core.model.component_model import ComponentModel
 from spd_core.text.tokens import check_token_ids, encode_text, token_strings
 
 

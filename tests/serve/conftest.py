@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from spd_core.decompose import decompose
 from spd_core.presets import resolve_config
-from spd_core.task import toy_task
+from spd_core.task.toy import toy_task
+from spd_core.train.single_process import decompose
 
 TOKEN = "test-token"
 LIMITS = {"max_inputs": 64, "max_stream_inputs": 256, "max_samples": 4, "max_components": 8}
@@ -59,7 +59,7 @@ def server(ray_session, stores) -> str:
 
 @pytest.fixture
 def client(server):
-    from services.client import Client
+    from spd_client import Client
 
     with Client(server, token=TOKEN) as c:
         yield c

@@ -42,7 +42,8 @@ def _store(path, target_spec: dict) -> str:
         config={"steps": 1},
         target_spec=target_spec,
     )
-    writer.write_factors("fc", torch.ones(2, 2), torch.ones(2, 3))
+    writer.write_factor_rows("fc", "U", 0, torch.ones(2, 2))
+    writer.write_factor_rows("fc", "V", 0, torch.ones(2, 3))
     writer.mark_complete()
     return str(path)
 

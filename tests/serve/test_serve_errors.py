@@ -7,11 +7,11 @@ import grpc
 import numpy as np
 import pytest
 
-from services.client import Client
-from services.generated.spd.v1 import decomposition_service_pb2 as pb
-from services.generated.spd.v1 import decomposition_service_pb2_grpc as pb_grpc
-from services.generated.spd.v1 import tensor_pb2
-from services.serving.tensor_codec import to_proto
+from spd_client import Client
+from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
+from spd_client.generated.spd.v1 import decomposition_service_pb2_grpc as pb_grpc
+from spd_client.generated.spd.v1 import tensor_pb2
+from spd_client.tensor_codec import to_proto
 from tests.serve.conftest import TOKEN
 
 pytestmark = pytest.mark.ray

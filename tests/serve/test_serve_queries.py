@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from services.client import AsyncClient
-from services.generated.spd.v1 import decomposition_service_pb2 as pb
-from services.generated.spd.v1 import decomposition_service_pb2_grpc as pb_grpc
-from services.generated.spd.v1 import tensor_pb2
 from services.serving.deployment import BATCH_METADATA
-from services.serving.tensor_codec import to_proto
+from spd_client import AsyncClient
+from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
+from spd_client.generated.spd.v1 import decomposition_service_pb2_grpc as pb_grpc
+from spd_client.generated.spd.v1 import tensor_pb2
+from spd_client.tensor_codec import to_proto
 from spd_core.loading import load_component_model
 from spd_core.queries import MaskSpec, ablated_outputs, importances
 from spd_core.store import FactorStore

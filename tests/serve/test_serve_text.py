@@ -14,19 +14,19 @@ import pytest
 import torch
 
 from services.cli import main
-from services.client import AsyncClient, Client
-from services.generated.spd.v1 import decomposition_service_pb2 as pb
-from services.generated.spd.v1 import decomposition_service_pb2_grpc as pb_grpc
-from services.serving.tensor_codec import from_proto, to_proto
+from spd_client import AsyncClient, Client
+from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
+from spd_client.generated.spd.v1 import decomposition_service_pb2_grpc as pb_grpc
+from spd_client.tensor_codec import from_proto, to_proto
 from spd_core.config import config_from_dict
-from spd_core.decompose import decompose
-from spd_core.hf.task import hf_task
 from spd_core.loading import Decomposition, load_decomposition
 from spd_core.queries import MaskSpec, ablated_outputs, importances
+from spd_core.task.hf import hf_task
 from spd_core.text.contexts import top_contexts
 from spd_core.text.importances import text_importances
 from spd_core.text.tokens import top_next_tokens
 from spd_core.text.windows import eval_windows
+from spd_core.train.single_process import decompose
 from tests.hf_configs import FIXTURE, tiny_hf_config
 
 pytestmark = pytest.mark.ray

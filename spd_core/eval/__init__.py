@@ -1,0 +1,1 @@
+"""Judging a decomposition: the evaluation run at the end of training, its metrics, and figures."""

@@ -1,0 +1,2 @@
+"""Running one decomposition on several processes with plain torch.distributed (no Ray): DDP
+gradient averaging, FSDP2 sharding of the components, and per-worker memory accounting."""

@@ -1,0 +1,124 @@
+"""`decompose()`: a decomposition in this process, for the library, `spd decompose --no-ray` and
+the benchmarks alike.
+
+It is the rank code of a Ray Train worker (`spd_core.train.run.run_worker`) with one rank, so the
+store, its metrics and the checkpoint state are those of a one-worker Ray job. With checkpoints,
+a run that was stopped (Ctrl-C, a killed process, a time limit) continues exactly where its last
+checkpoint was (`resume=True`).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from spd_core.config import Config
+from spd_core.model.component_model import ComponentModel
+from spd_core.store import StoreError
+from spd_core.task import DecompositionTask
+from spd_core.train.checkpoints import (
+    check_run_paths,
+    checkpoint_dir_for,
+    default_checkpoint_every,
+    latest_local_checkpoint,
+    save_local_checkpoint,
+)
+from spd_core.train.loop import LogRecord
+from spd_core.train.progress import ProgressEvent, RateMeter, progress_event
+from spd_core.train.run import WorkerPlan, run_worker
+from spd_core.train.setup import build_component_model, create_store
+
+
+@dataclass
+class DecompositionResult:
+    """The trained model, its final metrics, and the finished store (None without `out`)."""
+
+    model: ComponentModel
+    metrics: dict[str, float]
+    store_path: Path | None
+
+
+def decompose(
+    config: Config,
+    task: DecompositionTask,
+    *,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    device: torch.device | str = "cpu",
+    progress: Callable[[ProgressEvent], None] | None = None,
+    checkpoint_every: int | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+) -> DecompositionResult:
+    """Run SPD in this process.
+
+    With `out`, the store is created first (marked incomplete), training curves are appended as
+    it runs, checkpoints go to `checkpoint_dir` (default `<out>.checkpoints`) every
+    `checkpoint_every` steps (default a tenth of the run), and the store is marked complete only
+    after everything is written; the checkpoints are then deleted. `resume=True` continues an
+    unfinished store from its last checkpoint. Without `out` nothing is written.
+    """
+    if out is None and (resume or checkpoint_dir is not None):
+        raise StoreError("resume and checkpoint_dir belong to a store: pass out=...")
+    ckpt_dir = checkpoint_dir_for(out, checkpoint_dir) if out is not None else None
+    start_step, resume_from = _prepare(config, task, out, ckpt_dir, resume, overwrite)
+    plan = WorkerPlan(
+        config=config,
+        store=out,
+        strategy="ddp",
+        rank=0,
+        world_size=1,
+        device=torch.device(device),
+        checkpoint_every=checkpoint_every or default_checkpoint_every(config),
+    )
+    meter = RateMeter(start_step)
+
+    def on_log(record: LogRecord) -> None:
+        if progress is not None:
+            progress(progress_event(record, config.steps, meter.update(record.step)))
+
+    result = run_worker(
+        plan,
+        task,
+        resume_from=resume_from,
+        save_checkpoint=(lambda state: save_local_checkpoint(state, ckpt_dir))
+        if ckpt_dir is not None
+        else None,
+        on_log=on_log,
+    )
+    assert result is not None  # rank 0 always has one
+    if ckpt_dir is not None:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # a finished run needs no checkpoints
+    return DecompositionResult(result.model, result.metrics, Path(out) if out else None)
+
+
+def _prepare(
+    config: Config,
+    task: DecompositionTask,
+    out: str | Path | None,
+    ckpt_dir: Path | None,
+    resume: bool,
+    overwrite: bool,
+) -> tuple[int, Path | None]:
+    """Check the paths, then create the store or find the checkpoint to resume from: returns
+    (first step, checkpoint folder or None)."""
+    if out is None:
+        return 0, None
+    assert ckpt_dir is not None
+    check_run_paths(out, ckpt_dir, config, resume=resume, overwrite=overwrite)
+    if resume:
+        found = latest_local_checkpoint(ckpt_dir)
+        if found is None:
+            raise StoreError(
+                f"--resume: {ckpt_dir} holds no checkpoint of a --no-ray run; if {out} was "
+                "started as a Ray job, resume it without --no-ray"
+            )
+        return found
+    if ckpt_dir.exists():  # check_run_paths allowed it: left by an earlier run
+        shutil.rmtree(ckpt_dir)
+    create_store(out, build_component_model(config, task), config, task, overwrite=overwrite)
+    return 0, None
