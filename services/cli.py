@@ -7,6 +7,7 @@ import os
 import sys
 
 from services.commands import data, decompose, inspect, query, serve
+from spd_core.extras import MissingExtraError, missing_extra_message
 
 COMMANDS = {
     "decompose": decompose,
@@ -33,6 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command].run(args)
+    except ModuleNotFoundError as err:  # an optional extra is missing: say which, in one line
+        message = (
+            str(err) if isinstance(err, MissingExtraError) else missing_extra_message(err.name)
+        )
+        if message is None:
+            raise
+        print(f"spd {args.command}: error: {message}", file=sys.stderr)
+        return 2
     except BrokenPipeError:  # the reader left early (`spd inspect STORE | head`): no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
         return 141  # the shell's code for a command ended by SIGPIPE

@@ -10,6 +10,7 @@ import time
 
 from services.serving.auth import TOKEN_ENV
 from services.serving.catalog import Catalog, name_stores
+from spd_core.extras import require
 from spd_core.store import StoreError
 
 DESCRIPTION = """\
@@ -53,7 +54,9 @@ def _interrupt(*_: object) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         stores = name_stores(args.stores)
-        Catalog(stores)  # fail here, before Ray starts, on a missing or unservable store
+        catalog = Catalog(stores)  # fail here, before Ray starts, on a missing or unservable store
+        if any(catalog.is_text(name) for name in stores):
+            require("transformers", "serving a language-model store")
     except (ValueError, StoreError) as err:
         return _fail(str(err))
     import ray

