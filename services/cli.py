@@ -6,12 +6,13 @@ import argparse
 import os
 import sys
 
-from services.commands import data, decompose, inspect, query, serve
+from services.commands import data, decompose, inspect, query, serve, verify
 from spd_core.extras import MissingExtraError, missing_extra_message
 
 COMMANDS = {
     "decompose": decompose,
     "inspect": inspect,
+    "verify": verify,
     "data": data,
     "serve": serve,
     "query": query,

@@ -16,7 +16,7 @@ import torch
 from services.cli import main
 from spd_core.eval.figures import heatmap_columns, significant_columns
 from spd_core.presets import resolve_config
-from spd_core.store import FactorStore, ModuleLayout, StoreWriter
+from spd_core.store import SCHEMA_VERSION, FactorStore, ModuleLayout, StoreWriter
 from spd_core.task.toy import toy_task
 from spd_core.train.single_process import decompose
 
@@ -58,14 +58,16 @@ def test_table_names_every_module_with_its_l0(toy_store, capsys):
         assert row.split()[1:3] == [layout.kind, str(layout.C)]
     assert "identity" in out and "dense" in out  # CI-pattern errors of both kinds
     assert "loss/StochasticReconLoss" in out and "mmcs/linear1" in out
-    assert "tms-5-2-id" in out and "complete      yes" in out and "schema        1" in out
+    assert "tms-5-2-id" in out and "complete      yes" in out
+    assert f"schema        {SCHEMA_VERSION}" in out
+    assert "integrity     every file listed in the manifest is present" in out
 
 
 def test_json_has_stable_keys_and_the_right_sizes(toy_store, capsys):
     assert main(["inspect", str(toy_store), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert {"path", "complete", "schema", "modules", "metrics"} <= set(data)
-    assert data["complete"] is True and data["schema"] == 1
+    assert data["complete"] is True and data["schema"] == SCHEMA_VERSION
     assert data["path"] == str(FactorStore.open(toy_store).path)
     assert data["target"]["name"] == "tms-5-2-id" and data["steps"] == 20
     store = FactorStore.open(toy_store)

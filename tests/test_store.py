@@ -1,4 +1,4 @@
-"""Tests of the factor store (Zarr v3, schema 1) against real stores on disk."""
+"""Tests of the factor store (Zarr v3) against real stores on disk."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import zarr
 
-from spd_core.store import FactorStore, ModuleLayout, StoreError, StoreWriter
+from spd_core.store import SCHEMA_VERSION, FactorStore, ModuleLayout, StoreError, StoreWriter
 
 MODULES = {
     "layers.0.mlp_in": ModuleLayout(kind="linear", C=10, d_in=4, d_out=6),
@@ -75,7 +75,7 @@ def test_round_trip_of_everything(tmp_path: Path) -> None:
     writer.mark_complete()
 
     store = FactorStore.open(path)
-    assert store.complete and store.schema_version == 1
+    assert store.complete and store.schema_version == SCHEMA_VERSION
     assert store.config == CONFIG and store.target_spec == TARGET_SPEC
     assert store.metrics == {"mean_l0": 4.5, "recon_mse": 0.01, "bad": None}
     assert store.code_version == "spd test-1" and store.attrs["run_id"] == "abc"
@@ -115,7 +115,7 @@ def test_layout_is_readable_with_plain_zarr(tmp_path: Path) -> None:
     path = tmp_path / "run.zarr"
     _complete_store(path, chunk_c=4)
     root = zarr.open_group(path, mode="r")
-    assert root.attrs["spd_schema"] == 1 and root.attrs["complete"] is True
+    assert root.attrs["spd_schema"] == SCHEMA_VERSION and root.attrs["complete"] is True
     assert root.attrs["config"] == CONFIG and root.attrs["target_spec"] == TARGET_SPEC
     module = root["modules/layers.0.mlp_in"]
     assert dict(module.attrs) == {"kind": "linear", "C": 10, "d_in": 4, "d_out": 6}
@@ -211,8 +211,9 @@ def test_open_incomplete_store(tmp_path: Path) -> None:
 def test_open_newer_schema(tmp_path: Path) -> None:
     path = tmp_path / "s.zarr"
     _complete_store(path)
-    zarr.open_group(path, mode="r+").attrs["spd_schema"] = 2
-    with pytest.raises(StoreError, match=r"written by a newer spd \(schema 2\); upgrade"):
+    zarr.open_group(path, mode="r+").attrs["spd_schema"] = SCHEMA_VERSION + 1
+    newer = rf"written by a newer spd \(schema {SCHEMA_VERSION + 1}\); upgrade"
+    with pytest.raises(StoreError, match=newer):
         FactorStore.open(path)
     with pytest.raises(StoreError, match="newer spd"):
         StoreWriter.open_existing(path)

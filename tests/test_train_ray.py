@@ -4,6 +4,7 @@ run. Each Ray Train run costs ~20 s of start-up here, so each test makes the mos
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -19,7 +20,7 @@ from ray.train.v2._internal.constants import CHECKPOINT_MANAGER_SNAPSHOT_FILENAM
 from services.train.checkpoints import RAY_SNAPSHOT_NAME, ray_checkpoint_registered
 from services.train.job import JobOptions, run_job
 from spd_core.presets import resolve_config
-from spd_core.store import FactorStore, StoreError
+from spd_core.store import FactorStore, StoreError, verify_store
 from spd_core.task.toy import toy_task
 from spd_core.train.checkpoints import checkpoint_dir_for
 from spd_core.train.single_process import decompose
@@ -114,6 +115,9 @@ def test_ddp_two_workers_equal_one_process(ddp_run, one_process):
     factor = zarr.open_array(ddp_run / "modules" / "linear1" / "U", mode="r")
     assert factor.chunks == (10, 2)  # (C/2 rows, d_out)
     assert not Path(f"{ddp_run}.checkpoints").exists()  # removed once the store is complete
+    manifest = json.loads((ddp_run / "integrity" / "zarr.json").read_text())["attributes"]
+    assert "modules/linear1/U/c/1/0" in manifest["files"]  # rank 0 recorded worker 1's chunk
+    assert verify_store(ddp_run).verified
 
 
 def _train_worker_pids() -> list[int]:

@@ -6,14 +6,17 @@ import argparse
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
-from spd_core.store import FactorStore, StoreError
+from spd_core.store import FactorStore, StoreError, UnverifiableStoreWarning
 
 # Per-module metrics are stored as "<prefix>/<module>"; these prefixes become table columns.
 _MODULE_COLUMNS = {"alive": "alive", "l0": "l0"}
 _PATTERN_ERRORS = ("identity_ci_error", "dense_ci_error")
+# What "integrity" says of a complete store whose listing matched its manifest.
+_LISTING_OK = "every file listed in the manifest is present, at its size (`spd verify` reads them)"
 
 DESCRIPTION = """\
 Summarise a factor store written by `spd decompose`, and optionally draw its figures.
@@ -32,7 +35,7 @@ followed by the other stored metrics (loss terms, MMCS/ML2R, ci_error/total, ...
 store's completeness, schema version, code version and the config's target.
 
 --json prints one JSON object instead, with the keys
-  path, complete, schema, code_version, target, steps, seed,
+  path, complete, schema, integrity, code_version, target, steps, seed,
   modules   {name: {kind, C, d_in, d_out, alive, l0[, identity_ci_error | dense_ci_error]}}
             (alive/l0 are null when the store has no such metric)
   metrics   every stored summary metric, flat, exactly as stored (NaN is null)
@@ -56,7 +59,9 @@ store's completeness, schema version, code version and the config's target.
 important on held-out windows of the store's corpus, with their context (--top K of them, from the
 first --windows N held-out windows); with --json they come under the key "component".
 
-A missing, incomplete, corrupt or newer-schema store is an error (exit status 2); use
+A missing, incomplete, corrupt or newer-schema store is an error (exit status 2), and so is a
+complete store whose files differ from its integrity manifest (a chunk missing or truncated; the
+check is one listing, `spd verify` reads every byte); "integrity" says what was checked. Use
 --allow-incomplete to look at a store whose run has not finished: the table then also shows how
 far the run got (its last logged step and each curve's latest value).
 """
@@ -127,6 +132,7 @@ def summarize(store: FactorStore) -> dict[str, Any]:
         "path": str(store.path),
         "complete": store.complete,
         "schema": store.schema_version,
+        "integrity": store.integrity_note or _LISTING_OK,
         "code_version": store.code_version or None,
         "target": config.get("target"),
         "steps": config.get("steps"),
@@ -181,6 +187,7 @@ def format_table(summary: dict[str, Any]) -> str:
         f"factor store  {summary['path']}",
         f"  complete      {_fmt(summary['complete'])}",
         f"  schema        {summary['schema']}",
+        f"  integrity     {summary['integrity']}",
         f"  code version  {_fmt(summary['code_version'])}",
         f"  target        {_target_text(summary['target'])}",
         f"  steps         {_fmt(summary['steps'])}    seed {_fmt(summary['seed'])}",
@@ -279,7 +286,9 @@ def _plot_dir(path: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        store = _open(args.store, args.allow_incomplete)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnverifiableStoreWarning)  # "integrity" says it
+            store = _open(args.store, args.allow_incomplete)
         summary = summarize(store)
     except StoreError as err:
         return _fail(str(err))

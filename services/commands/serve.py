@@ -7,11 +7,12 @@ import os
 import signal
 import sys
 import time
+import warnings
 
 from services.serving.auth import TOKEN_ENV
 from services.serving.catalog import Catalog, name_stores
 from spd_core.extras import require
-from spd_core.store import StoreError
+from spd_core.store import StoreError, UnverifiableStoreWarning
 
 DESCRIPTION = """\
 Start Ray Serve with a gRPC proxy and one application, "spd", that answers
@@ -20,7 +21,10 @@ served under its file name without .zarr, or NAME=PATH to choose the name. Model
 first use; each replica keeps --max-loaded of them. Concurrent ComputeImportances calls share
 one batched forward. Without --address a local Ray is started; Ctrl-C stops serving.
 The gRPC port binds all interfaces; use --token (or $SPD_SERVE_TOKEN) to require
-`authorization: Bearer <token>` metadata on every call.
+`authorization: Bearer <token>` metadata on every call (except the standard health check,
+grpc.health.v1.Health/Check, which probes call without one). Server reflection is on.
+Each store's file listing is checked against its integrity manifest before serving (a missing
+or truncated chunk refuses the store); --verify also reads and checks every byte.
 """
 
 
@@ -40,6 +44,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch-size", type=int, default=32, help="1 turns batching off")
     p.add_argument("--max-loaded", type=int, default=4, help="models kept per replica")
     p.add_argument("--max-ongoing-requests", type=int, default=64, help="per replica")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="read every file of every store and check it against the store's integrity "
+        "manifest before serving (as `spd verify` does); without it, only the listing is checked",
+    )
 
 
 def _fail(message: str) -> int:
@@ -54,7 +64,12 @@ def _interrupt(*_: object) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         stores = name_stores(args.stores)
-        catalog = Catalog(stores)  # fail here, before Ray starts, on a missing or unservable store
+        with warnings.catch_warnings(record=True) as notes:
+            warnings.simplefilter("always", UnverifiableStoreWarning)
+            # fail here, before Ray starts, on a missing, damaged or unservable store
+            catalog = Catalog(stores, verify=args.verify)
+        for note in notes:
+            print(f"spd serve: note: {note.message}", file=sys.stderr)
         if any(catalog.is_text(name) for name in stores):
             require("transformers", "serving a language-model store")
     except (ValueError, StoreError) as err:
@@ -78,13 +93,15 @@ def run(args: argparse.Namespace) -> int:
         "max_batch_size": args.max_batch_size,
         "max_loaded": args.max_loaded,
         "max_ongoing_requests": args.max_ongoing_requests,
+        "verify": args.verify,
     }
     for sig in (signal.SIGTERM, signal.SIGINT):  # Ray replaces SIGINT's handler: take it back
         signal.signal(sig, _interrupt)
     try:
         start(app_args, grpc_port=args.port, http_port=args.http_port)
         names = ", ".join(stores)
-        print(f"serving {names} on port {args.port} (gRPC spd.v1.DecompositionService)", flush=True)
+        services = "gRPC spd.v1.DecompositionService, grpc.health.v1.Health"
+        print(f"serving {names} on port {args.port} ({services})", flush=True)
         while True:
             time.sleep(1)
     except KeyboardInterrupt:

@@ -15,10 +15,8 @@ from services.serving.catalog import name_stores
 from services.serving.deployment import DecompositionServer
 
 APP_NAME = "spd"
-SERVICER_FUNCTIONS = [
-    "spd_client.generated.spd.v1.decomposition_service_pb2_grpc."
-    "add_DecompositionServiceServicer_to_server"
-]
+SERVICER_FUNCTIONS = ["services.serving.wire.add_services_to_server"]
+"""spd.v1.DecompositionService and grpc.health.v1.Health, raw request bytes in (see wire.py)."""
 SERVE_ENV = {"RAY_SERVE_PROXY_USE_GRPC": "1"}
 """Ray Serve settings read from the environment of Ray's processes: the proxy forwards requests
 to replicas over gRPC instead of Ray actor calls (part of Ray's RAY_SERVE_THROUGHPUT_OPTIMIZED;
@@ -48,6 +46,7 @@ class AppArgs(BaseModel):
     torch_threads: int = Field(1, ge=1)
     replica_cpus: float = Field(1.0, gt=0)
     limits: dict[str, int] = Field(default_factory=dict, description="overrides of Limits")
+    verify: bool = Field(False, description="read and check every store fully at start")
 
 
 def build_app(args: dict[str, Any]) -> Application:
@@ -65,6 +64,7 @@ def build_app(args: dict[str, Any]) -> Application:
         max_batch_size=cfg.max_batch_size,
         batch_wait_timeout_s=cfg.batch_wait_timeout_s,
         torch_threads=cfg.torch_threads,
+        verify=cfg.verify,
     )
 
 

@@ -47,13 +47,18 @@ class Loaded:
 
 class Catalog:
     """Open (validate) every store now; build each ComponentModel on first use and keep the
-    `max_loaded` most recently used ones in memory."""
+    `max_loaded` most recently used ones in memory. Opening checks each store's file listing
+    against its integrity manifest; `verify` also reads and checks every file."""
 
-    def __init__(self, stores: Mapping[str, str], max_loaded: int = 4) -> None:
+    def __init__(
+        self, stores: Mapping[str, str], max_loaded: int = 4, verify: bool = False
+    ) -> None:
         if max_loaded < 1:
             raise ValueError(f"max_loaded must be >= 1, got {max_loaded}")
         self.max_loaded = max_loaded
-        self._stores = {name: FactorStore.open(path) for name, path in stores.items()}
+        self._stores = {
+            name: FactorStore.open(path, verify=verify) for name, path in stores.items()
+        }
         self._signatures: dict[str, IOSignature | None] = {}
         for name, store in self._stores.items():
             signature = io_signature(store.target_spec)

@@ -1,7 +1,9 @@
 """The Ray Serve deployment: one method per RPC, thin around QueryHandlers.
 
-Each method authenticates the call, runs the handler, and turns a refusal into its gRPC status
-(and anything unexpected into INTERNAL with a short message: tracebacks stay in the server log).
+Each method receives the raw request bytes (see wire.py), authenticates the call, parses the
+bytes, runs the handler, and turns a refusal into its gRPC status (and anything unexpected into
+INTERNAL with a short message: tracebacks stay in the server log). The standard health service
+(grpc.health.v1.Health: Check, List; Watch is UNIMPLEMENTED) is answered without a token.
 ComputeImportances requests that arrive together are answered by one batched forward; a request
 that arrives alone runs at once, without waiting for the batch window.
 """
@@ -16,16 +18,19 @@ from typing import Any, TypeVar
 
 import grpc
 import torch
+from grpc_health.v1 import health_pb2
 from ray import serve
 from ray.serve.grpc_util import RayServegRPCContext
 
+from services.serving import health
 from services.serving.auth import TOKEN_ENV, check_bearer
 from services.serving.catalog import Catalog
 from services.serving.contexts import component_contexts
-from services.serving.errors import RequestError
+from services.serving.errors import RequestError, unimplemented
 from services.serving.handlers import ImportanceJob, QueryHandlers
 from services.serving.limits import Limits
 from services.serving.lone_calls import LoneCallGate
+from services.serving.wire import parse
 from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
 
 logger = logging.getLogger("ray.serve")
@@ -52,8 +57,9 @@ def _set_status(context: RayServegRPCContext, err: Exception, method: str) -> No
 @serve.deployment(name="DecompositionService", max_ongoing_requests=64)
 class DecompositionServer:
     """Serves the stores in `stores` ({name: path}). `token` (or $SPD_SERVE_TOKEN) makes every
-    call need `authorization: Bearer <token>`; `max_batch_size` 1 turns batching off (each call
-    runs its own forward, without going through `@serve.batch`)."""
+    call but the health service's need `authorization: Bearer <token>`; `max_batch_size` 1 turns
+    batching off (each call runs its own forward, without going through `@serve.batch`);
+    `verify` reads and checks every store's files against its manifest before serving."""
 
     def __init__(
         self,
@@ -64,9 +70,11 @@ class DecompositionServer:
         max_batch_size: int = 32,
         batch_wait_timeout_s: float = 0.002,
         torch_threads: int = 1,
+        verify: bool = False,
     ) -> None:
         torch.set_num_threads(torch_threads)
-        self.handlers = QueryHandlers(Catalog(stores, max_loaded), Limits(**(limits or {})))
+        catalog = Catalog(stores, max_loaded, verify=verify)
+        self.handlers = QueryHandlers(catalog, Limits(**(limits or {})))
         self.token = token or os.environ.get(TOKEN_ENV) or None
         self._batched_importances.set_max_batch_size(max_batch_size)
         self._batched_importances.set_batch_wait_timeout_s(batch_wait_timeout_s)
@@ -79,9 +87,11 @@ class DecompositionServer:
         method: str,
         empty: Callable[[], Response],
         answer: Callable[[], Any],
+        authenticate: bool = True,
     ) -> Response:
         try:
-            check_bearer(context.invocation_metadata(), self.token)
+            if authenticate:
+                check_bearer(context.invocation_metadata(), self.token)
             result = answer()
             return await result if inspect.isawaitable(result) else result
         except Exception as err:
@@ -89,31 +99,31 @@ class DecompositionServer:
             return empty()
 
     async def ListDecompositions(
-        self, request: pb.ListDecompositionsRequest, grpc_context: RayServegRPCContext
+        self, request: bytes, grpc_context: RayServegRPCContext
     ) -> pb.ListDecompositionsResponse:
         return await self._answer(
             grpc_context,
             "ListDecompositions",
             pb.ListDecompositionsResponse,
-            lambda: self.handlers.list_decompositions(request),
+            lambda: self.handlers.list_decompositions(parse(request, pb.ListDecompositionsRequest)),
         )
 
     async def GetDecomposition(
-        self, request: pb.GetDecompositionRequest, grpc_context: RayServegRPCContext
+        self, request: bytes, grpc_context: RayServegRPCContext
     ) -> pb.Decomposition:
         return await self._answer(
             grpc_context,
             "GetDecomposition",
             pb.Decomposition,
-            lambda: self.handlers.get_decomposition(request),
+            lambda: self.handlers.get_decomposition(parse(request, pb.GetDecompositionRequest)),
         )
 
     async def ComputeImportances(
-        self, request: pb.ComputeImportancesRequest, grpc_context: RayServegRPCContext
+        self, request: bytes, grpc_context: RayServegRPCContext
     ) -> pb.ComputeImportancesResponse:
         async def answer() -> pb.ComputeImportancesResponse:
             job = self.handlers.importance_job(
-                request,
+                parse(request, pb.ComputeImportancesRequest),
                 self.handlers.limits.max_inputs,
                 "split the batch over several requests or use StreamImportances",
             )
@@ -134,39 +144,80 @@ class DecompositionServer:
         return [(ci, len(jobs)) for ci in self.handlers.compute(jobs)]
 
     async def StreamImportances(
-        self, request: pb.StreamImportancesRequest, grpc_context: RayServegRPCContext
+        self, request: bytes, grpc_context: RayServegRPCContext
     ) -> AsyncIterator[pb.ImportancesChunk]:
         try:
             check_bearer(grpc_context.invocation_metadata(), self.token)
-            for chunk in self.handlers.stream(request):
+            for chunk in self.handlers.stream(parse(request, pb.StreamImportancesRequest)):
                 yield chunk
         except Exception as err:
             _set_status(grpc_context, err, "StreamImportances")
             raise StreamRefused(grpc_context.details()) from None
 
-    async def Ablate(
-        self, request: pb.AblateRequest, grpc_context: RayServegRPCContext
-    ) -> pb.AblateResponse:
+    async def Ablate(self, request: bytes, grpc_context: RayServegRPCContext) -> pb.AblateResponse:
         return await self._answer(
-            grpc_context, "Ablate", pb.AblateResponse, lambda: self.handlers.ablate(request)
+            grpc_context,
+            "Ablate",
+            pb.AblateResponse,
+            lambda: self.handlers.ablate(parse(request, pb.AblateRequest)),
         )
 
     async def GetComponents(
-        self, request: pb.GetComponentsRequest, grpc_context: RayServegRPCContext
+        self, request: bytes, grpc_context: RayServegRPCContext
     ) -> pb.GetComponentsResponse:
         return await self._answer(
             grpc_context,
             "GetComponents",
             pb.GetComponentsResponse,
-            lambda: self.handlers.get_components(request),
+            lambda: self.handlers.get_components(parse(request, pb.GetComponentsRequest)),
         )
 
     async def GetComponentContexts(
-        self, request: pb.GetComponentContextsRequest, grpc_context: RayServegRPCContext
+        self, request: bytes, grpc_context: RayServegRPCContext
     ) -> pb.GetComponentContextsResponse:
         return await self._answer(
             grpc_context,
             "GetComponentContexts",
             pb.GetComponentContextsResponse,
-            lambda: component_contexts(self.handlers.catalog, self.handlers.limits, request),
+            lambda: component_contexts(
+                self.handlers.catalog,
+                self.handlers.limits,
+                parse(request, pb.GetComponentContextsRequest),
+            ),
         )
+
+    # ------------------------------------------------------------------ grpc.health.v1.Health
+    async def Check(
+        self, request: bytes, grpc_context: RayServegRPCContext
+    ) -> health_pb2.HealthCheckResponse:
+        return await self._answer(
+            grpc_context,
+            "Check",
+            health_pb2.HealthCheckResponse,
+            lambda: health.check(parse(request, health_pb2.HealthCheckRequest)),
+            authenticate=False,
+        )
+
+    async def List(
+        self, request: bytes, grpc_context: RayServegRPCContext
+    ) -> health_pb2.HealthListResponse:
+        return await self._answer(
+            grpc_context,
+            "List",
+            health_pb2.HealthListResponse,
+            lambda: health.list_statuses(parse(request, health_pb2.HealthListRequest)),
+            authenticate=False,
+        )
+
+    async def Watch(
+        self, request: bytes, grpc_context: RayServegRPCContext
+    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        """UNIMPLEMENTED, which the health protocol lets a server answer (clients then poll
+        Check): a Watch stream would hold one of a replica's request slots forever."""
+        try:
+            parse(request, health_pb2.HealthCheckRequest)
+            raise unimplemented("Watch is not offered by this server; poll Check instead")
+        except RequestError as err:
+            _set_status(grpc_context, err, "Watch")
+            raise StreamRefused(grpc_context.details()) from None
+        yield  # an async generator, as Serve expects of a streaming method

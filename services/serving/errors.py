@@ -37,3 +37,8 @@ def unauthenticated(message: str) -> RequestError:
 def unavailable_store(message: str) -> RequestError:
     """FAILED_PRECONDITION: the store behind a decomposition cannot be read."""
     return RequestError(grpc.StatusCode.FAILED_PRECONDITION, message)
+
+
+def unimplemented(message: str) -> RequestError:
+    """UNIMPLEMENTED: the RPC exists but this server does not offer it."""
+    return RequestError(grpc.StatusCode.UNIMPLEMENTED, message)

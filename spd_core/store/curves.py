@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 import zarr
 
+from spd_core.store.codecs import CHECKED_COMPRESSORS
 from spd_core.store.layout import RECORD_DIM, STEP
 from spd_core.store.names import NAME_ATTR, node_name
 
@@ -24,6 +25,7 @@ def create_step_array(training: zarr.Group) -> None:
         fill_value=-1,
         dimension_names=(RECORD_DIM,),
         attributes={NAME_ATTR: STEP, "description": "training step of each record"},
+        compressors=CHECKED_COMPRESSORS,
     )
 
 
@@ -60,6 +62,7 @@ def append_record(
                 fill_value=math.nan,
                 dimension_names=(RECORD_DIM,),
                 attributes={NAME_ATTR: name},
+                compressors=CHECKED_COMPRESSORS,
             )
     for name, arr in arrays.items():
         if arr.shape[0] != n + 1:

@@ -1,19 +1,25 @@
-"""Schema-1 layout of a factor store: constants, paths and the per-module layout record."""
+"""Layout of a factor store (schema 2): constants, paths and the per-module layout record.
+
+Schema 2 adds the `integrity` group (the manifest written at completion) and a CRC32C in every
+chunk; schema-1 stores still open but cannot be verified."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final, Literal
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+FIRST_VERIFIABLE_SCHEMA: Final = 2
 KINDS: Final = ("linear", "conv1d", "embedding")
 FACTOR_NAMES: Final = ("U", "V")
 FactorName = Literal["U", "V"]
 
 MODULES: Final = "modules"
 CI_FN: Final = "ci_fn"
+GLOBAL_CI_FN: Final = "global_ci_fn"  # one CI function for all modules (ci_fn_type global_*)
 TARGET: Final = "target"
 TRAINING: Final = "training"
+INTEGRITY: Final = "integrity"
 STEP: Final = "step"
 RECORD_DIM: Final = "record"
 

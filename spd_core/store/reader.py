@@ -13,9 +13,18 @@ import zarr
 from spd_core.store.access import PathLike, guard, normalize, open_root
 from spd_core.store.curves import read_curves
 from spd_core.store.errors import StoreError
-from spd_core.store.layout import CI_FN, TARGET, TRAINING, FactorName, module_group_path
+from spd_core.store.integrity import check_integrity, damaged_message
+from spd_core.store.layout import (
+    CI_FN,
+    GLOBAL_CI_FN,
+    TARGET,
+    TRAINING,
+    FactorName,
+    module_group_path,
+)
 from spd_core.store.names import NAME_ATTR
 from spd_core.store.validate import check_complete, check_schema, read_layouts, unknown_module
+from spd_core.store.verify import verify_store
 
 Components = Sequence[int] | slice | None
 
@@ -28,14 +37,24 @@ def _read_params(group: zarr.Group, order: Sequence[str] | None) -> dict[str, np
 
 
 class FactorStore:
-    """An opened, validated factor store (schema <= 1). Arrays are read on demand."""
+    """An opened, validated factor store (schema <= 2). Arrays are read on demand.
 
-    def __init__(self, root: zarr.Group, path: str | Path, attrs: dict[str, Any]) -> None:
+    `integrity_note` is None when the store's listing matched its integrity manifest, else a
+    sentence saying why its files were not checked (an incomplete or schema-1 store)."""
+
+    def __init__(
+        self,
+        root: zarr.Group,
+        path: str | Path,
+        attrs: dict[str, Any],
+        integrity_note: str | None = None,
+    ) -> None:
         """Use `FactorStore.open`."""
         self._root = root
         self.path = path
         self.attrs = attrs
         self.schema_version: int = check_schema(attrs, path)
+        self.integrity_note = integrity_note
         self.modules = read_layouts(root, path)
 
     @classmethod
@@ -44,17 +63,29 @@ class FactorStore:
         path: PathLike,
         *,
         allow_incomplete: bool = False,
+        verify: bool = False,
         storage_options: dict[str, Any] | None = None,
     ) -> FactorStore:
-        """Open and validate a store; StoreError if missing, corrupt, newer or incomplete."""
+        """Open and validate a store; StoreError if missing, corrupt, newer or incomplete, or,
+        when complete, if a listing of its files differs from its integrity manifest (a chunk
+        missing, truncated or added): a cheap check, not a read. With `verify`, every file is
+        also read and checked (`verify_store`: flipped bytes, corrupt metadata)."""
         target = normalize(path)
         root = open_root(target, "r", storage_options=storage_options)
         with guard(target, "zarr.json"):
             attrs = root.attrs.asdict()
-        check_schema(attrs, target)
+        schema = check_schema(attrs, target)
         if not allow_incomplete:
             check_complete(attrs, target)
-        return cls(root, target, attrs)
+        if attrs.get("complete") is not True:
+            note = "incomplete: its files are checked only once the run marks it complete"
+            return cls(root, target, attrs, integrity_note=note)
+        if verify:
+            report = verify_store(target, storage_options=storage_options)
+            if not report.ok:
+                raise StoreError(damaged_message(target, report.problems))
+        note = check_integrity(target, root, schema)
+        return cls(root, target, attrs, integrity_note=note)
 
     def __repr__(self) -> str:
         state = "complete" if self.complete else "incomplete"
@@ -136,6 +167,17 @@ class FactorStore:
         group = self._ci_group(module)
         with guard(self.path, f"{self._module(module)}/{CI_FN}"):
             return _read_params(group, group.attrs.get("param_names"))
+
+    def global_ci_fn(self) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+        """(architecture attrs, parameters) of the store's one CI function for all modules, or
+        None when it has per-module CI functions instead."""
+        with guard(self.path, GLOBAL_CI_FN):
+            if GLOBAL_CI_FN not in self._root:
+                return None
+        group = self._group(GLOBAL_CI_FN)
+        with guard(self.path, GLOBAL_CI_FN):
+            attrs = group.attrs.asdict()
+            return attrs, _read_params(group, attrs.get("param_names"))
 
     def target_state(self) -> dict[str, np.ndarray] | None:
         """The stored target model's parameters, or None if the store has none."""

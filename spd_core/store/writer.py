@@ -11,6 +11,7 @@ import numpy as np
 import zarr
 
 from spd_core.store.access import PathLike, guard, normalize, open_root
+from spd_core.store.codecs import CHECKED_COMPRESSORS
 from spd_core.store.convert import jsonable, to_numpy
 from spd_core.store.curves import (
     append_record,
@@ -18,12 +19,15 @@ from spd_core.store.curves import (
     curve_arrays,
     truncate_after,
 )
+from spd_core.store.durable import fsync_path
 from spd_core.store.errors import StoreError
 from spd_core.store.layout import (
     CI_FN,
     FACTOR_DESCRIPTIONS,
     FACTOR_DIMS,
     FACTOR_NAMES,
+    GLOBAL_CI_FN,
+    INTEGRITY,
     MODULES,
     RESERVED_ATTRS,
     SCHEMA_VERSION,
@@ -34,6 +38,7 @@ from spd_core.store.layout import (
     check_module_name,
     module_group_path,
 )
+from spd_core.store.manifest import record_manifest, write_manifest
 from spd_core.store.names import NAME_ATTR, node_name
 from spd_core.store.validate import check_schema, read_layouts, unknown_module
 from spd_core.store.version import default_code_version
@@ -95,12 +100,19 @@ def _prepare_target(path: str | Path, overwrite: bool, storage_options: dict | N
 class StoreWriter:
     """Writes one factor store. Create it once; other processes may `open_existing` it."""
 
-    def __init__(self, root: zarr.Group, path: str | Path, modules: dict[str, ModuleLayout]):
+    def __init__(
+        self,
+        root: zarr.Group,
+        path: str | Path,
+        modules: dict[str, ModuleLayout],
+        complete: bool = False,
+    ):
         """Use `create` or `open_existing`."""
         self._root = root
         self.path = path
         self.modules = dict(modules)
         self._curves: dict[str, zarr.Array] | None = None
+        self._complete = complete
 
     @classmethod
     def create(
@@ -157,6 +169,7 @@ class StoreWriter:
                         dtype="float32",
                         fill_value=math.nan,
                         dimension_names=FACTOR_DIMS[factor],
+                        compressors=CHECKED_COMPRESSORS,
                         attributes={"description": FACTOR_DESCRIPTIONS[factor]},
                     )
                 group.create_group(CI_FN)
@@ -173,7 +186,8 @@ class StoreWriter:
     ) -> StoreWriter:
         """Reopen a store made by `create` (e.g. in a parallel worker) to write into it.
 
-        A complete store is refused unless `allow_complete` (e.g. to add metrics later).
+        A complete store is refused unless `allow_complete` (e.g. to add metrics later); changing
+        its arrays then marks it incomplete until `mark_complete` records it again.
         """
         target = normalize(path)
         root = open_root(target, "r+", storage_options=storage_options)
@@ -185,7 +199,7 @@ class StoreWriter:
                 f"factor store {target} is already complete; create a new store (or pass "
                 "allow_complete=True to modify a finished one on purpose)"
             )
-        return cls(root, target, read_layouts(root, target))
+        return cls(root, target, read_layouts(root, target), complete=attrs.get("complete") is True)
 
     def _module_layout(self, module: str) -> ModuleLayout:
         if module not in self.modules:
@@ -224,6 +238,7 @@ class StoreWriter:
                 "rows; parallel writers must each own whole chunks"
             )
         if data.shape[0]:
+            self._reopen()
             with guard(self.path, f"{module_group_path(module)}/{name}"):
                 arr[start:stop] = data
 
@@ -235,12 +250,18 @@ class StoreWriter:
         attrs: dict[str, Any],
         dtype: type | None,
     ) -> None:
+        self._reopen()
         group = parent.create_group(name, overwrite=True, attributes=attrs)
         for pname, value in params.items():
             data = to_numpy(value, dtype)
             if data.dtype == object:
                 raise ValueError(f"{name}/{pname}: object arrays cannot be stored")
-            group.create_array(node_name(pname), data=data, attributes={NAME_ATTR: pname})
+            group.create_array(
+                node_name(pname),
+                data=data,
+                attributes={NAME_ATTR: pname},
+                compressors=CHECKED_COMPRESSORS,
+            )
 
     def write_ci_fn(
         self,
@@ -259,6 +280,18 @@ class StoreWriter:
         with guard(self.path, f"{module_group_path(module)}/{CI_FN}"):
             self._replace_params(group, CI_FN, params, attrs, np.float32)
 
+    def write_global_ci_fn(
+        self, params: Mapping[str, ArrayLike], architecture: Mapping[str, Any]
+    ) -> None:
+        """Store (replace) the one CI function of all modules under ``global_ci_fn/``: its
+        parameters as float32 arrays, `architecture` (type, module order, sizes, widths) as attrs."""
+        unknown = [m for m in architecture.get("modules", []) if m not in self.modules]
+        if unknown:
+            raise ValueError(f"global CI function names modules not in the store: {unknown}")
+        attrs = {**jsonable(dict(architecture), "architecture"), "param_names": list(params)}
+        with guard(self.path, GLOBAL_CI_FN):
+            self._replace_params(self._root, GLOBAL_CI_FN, params, attrs, np.float32)
+
     def write_target(self, state: Mapping[str, ArrayLike]) -> None:
         """Store (replace) the target model's parameters, dtypes kept (bfloat16 -> float32)."""
         with guard(self.path, TARGET):
@@ -266,6 +299,7 @@ class StoreWriter:
 
     def append_curves(self, step: int, values: Mapping[str, float]) -> None:
         """Append one record of training curves at `step` (new names: NaN before now)."""
+        self._reopen()
         with guard(self.path, TRAINING):
             training = self._root[TRAINING]
             if self._curves is None:
@@ -274,6 +308,7 @@ class StoreWriter:
 
     def truncate_curves(self, after_step: int) -> int:
         """Forget curve records after `after_step` (a run resuming from a checkpoint there)."""
+        self._reopen()
         with guard(self.path, TRAINING):
             return truncate_after(self._root[TRAINING], after_step)
 
@@ -297,14 +332,38 @@ class StoreWriter:
                     missing.append(f"{module}/{name} ({total - done} of {total} chunks)")
         return missing
 
+    def _set_complete(self, value: bool) -> None:
+        """Write the root's ``complete`` flag; on a local store, durably (file and directory)."""
+        with guard(self.path):
+            self._root.attrs["complete"] = value
+            if isinstance(self.path, Path):
+                fsync_path(self.path / "zarr.json")
+                fsync_path(self.path)
+        self._complete = value
+
+    def _reopen(self) -> None:
+        """Before changing the files of a complete store (opened with allow_complete): mark it
+        incomplete first, so that a crash mid-change leaves a store readers refuse;
+        `mark_complete` then records it anew."""
+        if self._complete:
+            self._set_complete(False)
+
     def mark_complete(self) -> None:
-        """Mark the store complete. Call LAST; refuses if any factor chunk was never written
-        (a chunk written as all-NaN, the fill value, counts as never written)."""
+        """Mark the store complete. Call LAST, after every process's writes; refuses if any
+        factor chunk was never written (a chunk written as all-NaN, the fill value, counts as
+        never written).
+
+        In order: every file now in the store is read, checksummed (CRC32C) and, on a local
+        filesystem, fsynced with its directory; the integrity manifest is written durably; only
+        then is ``complete`` set (and fsynced). A crash anywhere before that last write leaves a
+        store that readers refuse as incomplete.
+        """
         missing = self.unwritten_factors()
         if missing:
             raise StoreError(
                 f"factor store {self.path}: cannot mark complete, factors not fully written: "
                 + ", ".join(missing)
             )
-        with guard(self.path):
-            self._root.attrs["complete"] = True
+        with guard(self.path, INTEGRITY):
+            write_manifest(self.path, self._root, record_manifest(self.path, self._root))
+        self._set_complete(True)

@@ -1,0 +1,229 @@
+"""The integrity manifest: every file a complete store must have, with its size and SHA-256.
+
+It is the attributes of the group `integrity` (a plain Zarr v3 group, so any Zarr reader finds
+it), written when the store is marked complete, from one walk of the whole tree: every array's
+metadata and stored chunks, every group's metadata, whatever groups exist (nothing is listed by
+name). Left out: the root `zarr.json` (its attributes hold `complete` and metrics, updated after
+completion) and the manifest itself. A chunk absent at completion is absent on purpose (Zarr
+does not store chunks equal to the fill value) and must stay absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Mapping, Set
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+
+from spd_core.store.durable import fsync_path, read_synced, write_durably
+from spd_core.store.errors import StoreError
+from spd_core.store.layout import INTEGRITY
+from spd_core.store.listing import list_objects
+
+ALGORITHM: Final = "sha256"
+METADATA: Final = "zarr.json"
+MANIFEST_KEY: Final = f"{INTEGRITY}/{METADATA}"
+PARTIAL_SUFFIX: Final = ".partial"  # Zarr's (and our) temporary files, renamed when written
+_REMOTE_BATCH = 64  # objects fetched concurrently from a URL store
+_THREADS = 8  # local files read (and fsynced) concurrently
+_DESCRIPTION = (
+    "Integrity manifest, written when the store was marked complete: every file the store must "
+    "have (relative key -> [size in bytes, SHA-256 of its bytes, hex]), except the root "
+    "zarr.json and this one. `spd verify` checks it; every reader checks the listing against it."
+)
+
+
+def digest(data: bytes) -> str:
+    """SHA-256 of `data`, hex. (Not CRC32C: every chunk already ends in Zarr's CRC32C of its
+    bytes, and the CRC32C of such a codeword is one constant for all intact chunks, so it could
+    not tell a chunk from another intact one of the same size.)"""
+    return hashlib.sha256(data).hexdigest()
+
+
+def is_metadata(key: str) -> bool:
+    """Whether `key` is a node's metadata document."""
+    return key == METADATA or key.endswith(f"/{METADATA}")
+
+
+def node_path(meta_key: str) -> str:
+    """The node a metadata key belongs to ("" for the root)."""
+    return meta_key[: -len(METADATA)].rstrip("/")
+
+
+def tracked(key: str) -> bool:
+    """Whether `key` may be in a manifest (not the root metadata, the manifest itself or a
+    temporary file)."""
+    excluded = key == METADATA or key.startswith(f"{INTEGRITY}/")
+    return not excluded and not key.endswith(PARTIAL_SUFFIX)
+
+
+def array_of(key: str, arrays: Set[str]) -> str | None:
+    """The array in `arrays` that chunk key `key` belongs to, if any."""
+    node = key
+    while "/" in node:
+        node = node.rpartition("/")[0]
+        if node in arrays:
+            return node
+    return None
+
+
+def covered(keys: Iterable[str], arrays: Set[str]) -> list[str]:
+    """The keys among `keys` that a manifest over `arrays` records: every node's metadata and
+    every stored chunk of those arrays (stray files in groups are not part of the store)."""
+    return sorted(
+        k for k in keys if tracked(k) and (is_metadata(k) or array_of(k, arrays) is not None)
+    )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Key -> (size, SHA-256) of every recorded file, and the paths of the arrays it holds."""
+
+    files: Mapping[str, tuple[int, str]]
+    arrays: frozenset[str]
+
+    def to_metadata(self) -> bytes:
+        """The `integrity` group's zarr.json."""
+        attrs = {
+            "description": _DESCRIPTION,
+            "algorithm": ALGORITHM,
+            "arrays": sorted(self.arrays),
+            "files": {k: list(v) for k, v in sorted(self.files.items())},
+        }
+        doc = {"zarr_format": 3, "node_type": "group", "attributes": attrs}
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_metadata(cls, data: bytes) -> Manifest:
+        """Parse the `integrity` group's zarr.json; ValueError/KeyError/TypeError if it is not
+        a manifest."""
+        attrs = json.loads(data)["attributes"]
+        if attrs.get("algorithm") != ALGORITHM:
+            raise ValueError(f"unknown checksum algorithm {attrs.get('algorithm')!r}")
+        files = {str(k): (int(v[0]), str(v[1])) for k, v in attrs["files"].items()}
+        return cls(files, frozenset(str(a) for a in attrs["arrays"]))
+
+    def locate(self, key: str) -> tuple[str, str]:
+        """(node, key within it): ("modules/m/U", "c/0/0") for a chunk of a recorded array,
+        ("modules/m", "zarr.json") for metadata, ("", key) for anything else."""
+        if is_metadata(key):
+            return node_path(key), METADATA
+        array = array_of(key, self.arrays)
+        return (array, key[len(array) + 1 :]) if array is not None else ("", key)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What reading one stored object found: its size and SHA-256, and, for a metadata document
+    (small), its bytes."""
+
+    size: int
+    sha256: str
+    document: bytes | None
+
+
+def _stored(key: str, data: bytes) -> Stored:
+    return Stored(len(data), digest(data), data if is_metadata(key) else None)
+
+
+def _read_local(path: Path, key: str, fsync: bool) -> Stored | None:
+    try:
+        data = read_synced(path / key) if fsync else (path / key).read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
+    return _stored(key, data)
+
+
+def read_stored(
+    path: str | Path, root: zarr.Group, keys: list[str], *, fsync: bool = False
+) -> Iterator[tuple[str, Stored | None]]:
+    """(key, what is stored there, or None when absent) for each key, in order. Local files are
+    read by _THREADS threads (hashing and fsync release the GIL; concurrent fsyncs share journal
+    commits) and, with `fsync`, made durable on the way; a URL store's objects are fetched
+    _REMOTE_BATCH at a time. Only digests are kept, so memory stays at a few chunks."""
+    if isinstance(path, Path):
+        with ThreadPoolExecutor(_THREADS) as pool:
+            yield from zip(keys, pool.map(lambda k: _read_local(path, k, fsync), keys), strict=True)
+        return
+    store = root.store
+    base = store.path.rstrip("/")  # type: ignore[attr-defined]
+    for start in range(0, len(keys), _REMOTE_BATCH):
+        batch = keys[start : start + _REMOTE_BATCH]
+        paths = [f"{base}/{k}" for k in batch]
+        found = sync(store.fs._cat(paths, on_error="return"))  # type: ignore[attr-defined]
+        for key, p in zip(batch, paths, strict=True):
+            value = found.get(p)
+            yield key, _stored(key, value) if isinstance(value, bytes) else None
+
+
+def _fsync_all(paths: Iterable[Path]) -> None:
+    with ThreadPoolExecutor(_THREADS) as pool:
+        list(pool.map(fsync_path, paths))
+
+
+def record_manifest(path: str | Path, root: zarr.Group) -> Manifest:
+    """Walk the whole store, read (and locally fsync, with its directory) every file it must
+    keep, and return the manifest of what is there now."""
+    listing = list_objects(path, root)
+    arrays: set[str] = set()
+    files: dict[str, tuple[int, str]] = {}
+
+    def record(keys: list[str]) -> Iterator[tuple[str, Stored]]:
+        for key, stored in read_stored(path, root, keys, fsync=True):
+            if stored is None:
+                raise StoreError(f"factor store {path}: {key} vanished while being completed")
+            files[key] = (stored.size, stored.sha256)
+            yield key, stored
+
+    meta_keys = [k for k in covered(listing, frozenset()) if is_metadata(k)]
+    for key, stored in record(meta_keys):
+        try:
+            node_type = json.loads(stored.document or b"").get("node_type")
+        except (ValueError, AttributeError) as err:
+            raise StoreError(
+                f"factor store {path}: cannot mark complete, {path}/{key} is not a JSON object "
+                f"({err}); the store is damaged"
+            ) from err
+        if node_type == "array":
+            arrays.add(node_path(key))
+    for _ in record([k for k in covered(listing, arrays) if not is_metadata(k)]):
+        pass
+    if isinstance(path, Path):
+        _fsync_all(sorted({(path / k).parent for k in files} | {path}))
+    return Manifest(files, frozenset(arrays))
+
+
+def write_manifest(path: str | Path, root: zarr.Group, manifest: Manifest) -> None:
+    """Store the manifest durably (local: fsynced file and directory; URL: one PUT)."""
+    data = manifest.to_metadata()
+    if isinstance(path, Path):
+        write_durably(path / MANIFEST_KEY, data)
+        return
+    buffer = default_buffer_prototype().buffer.from_bytes(data)
+    sync(root.store.set(MANIFEST_KEY, buffer))
+
+
+def read_manifest(path: str | Path, root: zarr.Group) -> Manifest:
+    """The manifest of a complete schema-2 store; StoreError if it is missing or unreadable."""
+    ((_, stored),) = read_stored(path, root, [MANIFEST_KEY])
+    if stored is None:
+        raise StoreError(
+            f"factor store {path} is marked complete but has no integrity manifest "
+            f"({path}/{MANIFEST_KEY} is missing); the store is damaged. Rewrite it or restore "
+            "it from a copy."
+        )
+    try:
+        return Manifest.from_metadata(stored.document or b"")
+    except (ValueError, KeyError, TypeError, IndexError) as err:
+        raise StoreError(
+            f"factor store {path}: corrupt integrity manifest {path}/{MANIFEST_KEY} "
+            f"({type(err).__name__}: {err}); the store is damaged. Rewrite it or restore it "
+            "from a copy."
+        ) from err
