@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from jsonl import emit
 
+from spd_core.losses.persistent_pgd import PersistentPGDRun, ascend_after_backward
 from spd_core.presets import resolve_config
 from spd_core.task.toy import toy_task
 from spd_core.train.seeding import generator
@@ -81,11 +82,14 @@ def make_steps(
     opt = make_optimizer(model, config.lr_schedule.start_val)
     data_gen, mask_gen = generator(0, "data", dev), generator(0, "masks", dev)
     counter = iter(range(10**9))
+    adversaries: dict = {}  # persistent-PGD sources, kept across steps as in training
 
     def spd_step() -> None:
         opt.zero_grad(set_to_none=True)
         batch = task.batch_fn(config.batch_size, data_gen)
-        step_loss(model, batch, next(counter) % config.steps, config, mask_gen).total.backward()
+        run = PersistentPGDRun(adversaries, next(counter) % config.steps)
+        step_loss(model, batch, run.step, config, mask_gen, persistent=run).total.backward()
+        ascend_after_backward(run, config)
         opt.step()
 
     x = task.batch_fn(config.batch_size, data_gen).requires_grad_(True)

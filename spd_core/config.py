@@ -66,8 +66,27 @@ class StochasticReconLayerwiseLoss(_Loss):
     classname: Literal["StochasticReconLayerwiseLoss"]
 
 
+class UniformKSubsetRouting(_Strict):
+    """Per position draw k ~ U{1..L}, then route exactly k uniformly chosen modules."""
+
+    type: Literal["uniform_k_subset"] = "uniform_k_subset"
+
+
+class StaticProbabilityRouting(_Strict):
+    """Route each (module, position) to the components independently with probability `p`."""
+
+    type: Literal["static_probability"]
+    p: Annotated[float, Field(gt=0, le=1)]
+
+
+SubsetRouting = Annotated[
+    UniformKSubsetRouting | StaticProbabilityRouting, Field(discriminator="type")
+]
+
+
 class StochasticReconSubsetLoss(_Loss):
     classname: Literal["StochasticReconSubsetLoss"]
+    routing: SubsetRouting = UniformKSubsetRouting()
 
 
 class CIMaskedReconLoss(_Loss):
@@ -80,6 +99,7 @@ class CIMaskedReconLayerwiseLoss(_Loss):
 
 class CIMaskedReconSubsetLoss(_Loss):
     classname: Literal["CIMaskedReconSubsetLoss"]
+    routing: SubsetRouting = UniformKSubsetRouting()
 
 
 class UnmaskedReconLoss(_Loss):
@@ -115,6 +135,91 @@ class PGDReconLayerwiseLoss(_PGD):
 
 class PGDReconSubsetLoss(_PGD):
     classname: Literal["PGDReconSubsetLoss"]
+    routing: SubsetRouting = UniformKSubsetRouting()
+
+
+class SignPGDOptimizer(_Strict):
+    """Persistent sources step by lr · sign(gradient)."""
+
+    type: Literal["sign"]
+    lr_schedule: ScheduleConfig
+
+
+class AdamPGDOptimizer(_Strict):
+    """Persistent sources step by Adam's bias-corrected update (ascent), lr from the schedule."""
+
+    type: Literal["adam"]
+    lr_schedule: ScheduleConfig
+    beta1: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    beta2: Annotated[float, Field(ge=0, lt=1)] = 0.999
+    eps: Annotated[float, Field(gt=0)] = 1e-8
+
+
+class SingleSourceScope(_Strict):
+    """One source per module, shared by every position of every batch (and every worker)."""
+
+    type: Literal["single_source"]
+
+
+class BroadcastAcrossBatchScope(_Strict):
+    """One source per position index (e.g. per token slot), shared across the batch."""
+
+    type: Literal["broadcast_across_batch"]
+
+
+class RepeatAcrossBatchScope(_Strict):
+    """`n_sources` sources per position index; batch item i uses source i mod n_sources
+    (n_sources must divide each worker's batch)."""
+
+    type: Literal["repeat_across_batch"]
+    n_sources: PositiveInt
+
+
+class PerBatchPerPositionScope(_Strict):
+    """One source per batch slot and position, sized for each worker's training batch."""
+
+    type: Literal["per_batch_per_position"]
+
+
+PersistentPGDScope = Annotated[
+    SingleSourceScope
+    | BroadcastAcrossBatchScope
+    | RepeatAcrossBatchScope
+    | PerBatchPerPositionScope,
+    Field(discriminator="type"),
+]
+
+
+class _PersistentPGD(_Loss):
+    """Adversarial sources that persist across steps: each step they ascend the gradient of
+    their own term once (plus `n_warmup_steps` extra ascents on the batch before the loss). The
+    update uses that gradient, recovered from the backward of the weighted total, so `coeff`
+    must be positive."""
+
+    coeff: Annotated[float, Field(gt=0)]
+    optimizer: Annotated[SignPGDOptimizer | AdamPGDOptimizer, Field(discriminator="type")]
+    scope: PersistentPGDScope
+    use_sigmoid_parameterization: bool = False
+    n_warmup_steps: Annotated[int, Field(ge=0)] = 0
+
+
+class PersistentPGDReconLoss(_PersistentPGD):
+    classname: Literal["PersistentPGDReconLoss"]
+
+
+class PersistentPGDReconLayerwiseLoss(_PersistentPGD):
+    classname: Literal["PersistentPGDReconLayerwiseLoss"]
+
+
+class PersistentPGDReconSubsetLoss(_PersistentPGD):
+    classname: Literal["PersistentPGDReconSubsetLoss"]
+    routing: SubsetRouting = UniformKSubsetRouting()
+
+
+class StochasticHiddenActsReconLoss(_Loss):
+    """Mean squared error of every decomposed module's input under stochastic masks."""
+
+    classname: Literal["StochasticHiddenActsReconLoss"]
 
 
 LossConfig = Annotated[
@@ -129,7 +234,11 @@ LossConfig = Annotated[
     | ImportanceMinimalityLoss
     | PGDReconLoss
     | PGDReconLayerwiseLoss
-    | PGDReconSubsetLoss,
+    | PGDReconSubsetLoss
+    | PersistentPGDReconLoss
+    | PersistentPGDReconLayerwiseLoss
+    | PersistentPGDReconSubsetLoss
+    | StochasticHiddenActsReconLoss,
     Field(discriminator="classname"),
 ]
 
@@ -148,6 +257,16 @@ class DensePattern(_Strict):
     k: PositiveInt
 
 
+class PGDEval(_Strict):
+    """The final evaluation's worst case: `n_steps` of sign-gradient ascent on the masks of
+    every module at once (the reference's LM recipe: 20 steps of 0.1, one shared source)."""
+
+    n_steps: PositiveInt = 20
+    step_size: Annotated[float, Field(gt=0)] = 0.1
+    init: Literal["random", "ones", "zeroes"] = "random"
+    mask_scope: Literal["unique_per_datapoint", "shared_across_batch"] = "shared_across_batch"
+
+
 class EvalConfig(_Strict):
     """What evaluation measures besides the training losses."""
 
@@ -159,6 +278,15 @@ class EvalConfig(_Strict):
     n_eval_batches: PositiveInt = 10
     rounding_threshold: NonNegFloat = Field(
         default=0.0, description="causal LMs: the 'rounded' CE/KL mask is 1[g > this]"
+    )
+    pgd: PGDEval | None = Field(
+        default=None, description="add pgd/recon (and for causal LMs CE/KL) under PGD masks"
+    )
+    hidden_acts_recon: bool = Field(
+        default=False, description="add hidden_acts_recon/<module>: input MSE, stochastic masks"
+    )
+    l0_groups: dict[str, str | list[str]] = Field(
+        default={}, description="L0 summed over modules matching fnmatch pattern(s), by name"
     )
 
 
@@ -192,6 +320,30 @@ class HFTargetConfig(_Strict):
     data: TextDataConfig
 
 
+class CITransformerConfig(_Strict):
+    """The `global_shared_transformer` CI function: `n_blocks` pre-norm blocks of width `d_model`
+    with `n_heads`-head RoPE self-attention over the positions, each followed by a GELU MLP of
+    widths `mlp_hidden_dims` (default [4·d_model], the reference's)."""
+
+    d_model: PositiveInt
+    n_blocks: PositiveInt
+    n_heads: PositiveInt
+    mlp_hidden_dims: list[PositiveInt] | None = None
+    rope_base: Annotated[float, Field(gt=0)] = 10000.0
+
+    @model_validator(mode="after")
+    def _heads_split_d_model(self) -> CITransformerConfig:
+        if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
+            raise ValueError(
+                f"d_model {self.d_model} must split into n_heads {self.n_heads} heads of even "
+                "width (RoPE rotates pairs of dimensions)"
+            )
+        return self
+
+
+GLOBAL_CI_FN_TYPES = ("global_shared_mlp", "global_shared_transformer")
+
+
 def _target_kind(value: Any) -> str:
     kind = value.get("kind", "toy") if isinstance(value, dict) else getattr(value, "kind", "toy")
     return str(kind)
@@ -210,8 +362,11 @@ class Config(_Strict):
     target: TargetConfig | None = None
     module_info: Annotated[list[ModulePattern], Field(min_length=1)]
     pretrained_model_output_attr: str | None = None
-    ci_fn_type: Literal["mlp", "vector_mlp", "shared_mlp"] = "vector_mlp"
+    ci_fn_type: Literal[
+        "mlp", "vector_mlp", "shared_mlp", "global_shared_mlp", "global_shared_transformer"
+    ] = "vector_mlp"
     ci_fn_hidden_dims: list[PositiveInt] = [8]
+    ci_transformer: CITransformerConfig | None = None
     compile_ci_fn: bool = False
     tied_components: list[tuple[str, str]] = []
     sigmoid_type: Literal["leaky_hard", "leaky_hard_paper", "hard", "normal"] = "leaky_hard"
@@ -246,6 +401,54 @@ class Config(_Strict):
                 "compile_ci_fn needs ci_fn_type 'mlp' with exactly one hidden layer "
                 f"(got '{self.ci_fn_type}' with hidden dims {self.ci_fn_hidden_dims})"
             )
+        self._check_global_ci_fn()
+        return self
+
+    def _check_global_ci_fn(self) -> None:
+        transformer = self.ci_fn_type == "global_shared_transformer"
+        if transformer and self.ci_transformer is None:
+            raise ValueError(
+                "ci_transformer: ci_fn_type 'global_shared_transformer' needs it, e.g. "
+                "{d_model: 128, n_blocks: 2, n_heads: 4}"
+            )
+        if not transformer and self.ci_transformer is not None:
+            raise ValueError(
+                f"ci_transformer is only used by ci_fn_type 'global_shared_transformer', not "
+                f"'{self.ci_fn_type}'; remove it"
+            )
+        default_dims = type(self).model_fields["ci_fn_hidden_dims"].default
+        if transformer and self.ci_fn_hidden_dims != default_dims:
+            raise ValueError(
+                f"ci_fn_hidden_dims {self.ci_fn_hidden_dims} is not used by ci_fn_type "
+                "'global_shared_transformer'; set ci_transformer.mlp_hidden_dims instead"
+            )
+        if (
+            self.ci_fn_type == "global_shared_mlp"
+            and "ci_fn_hidden_dims" not in self.model_fields_set
+        ):
+            raise ValueError(
+                "ci_fn_hidden_dims: ci_fn_type 'global_shared_mlp' needs it set (the default "
+                f"{default_dims} is sized for one module's function; [] means one linear map)"
+            )
+
+    @model_validator(mode="after")
+    def _check_persistent_pgd(self) -> Config:
+        seen: set[str] = set()
+        for cfg in self.loss_metric_configs:
+            if not isinstance(cfg, _PersistentPGD):
+                continue
+            if cfg.classname in seen:
+                raise ValueError(
+                    f"loss_metric_configs lists {cfg.classname} twice; a persistent-PGD term "
+                    "keeps its sources under its name, so list each at most once"
+                )
+            seen.add(cfg.classname)
+            scope = cfg.scope
+            if isinstance(scope, RepeatAcrossBatchScope) and self.batch_size % scope.n_sources:
+                raise ValueError(
+                    f"{cfg.classname}.scope.n_sources {scope.n_sources} does not divide "
+                    f"batch_size {self.batch_size}; batch item i uses source i mod n_sources"
+                )
         return self
 
     @property

@@ -49,3 +49,21 @@ def test_mlp_ci_function_with_one_hidden_layer_uses_the_same_math():
     (w1, w2), (b1, b2) = fn.net.weights, fn.net.biases
     expected = (F.gelu(h.unsqueeze(-1) * w1[:, 0, :] + b1) * w2[:, :, 0]).sum(-1) + b2[:, 0]
     torch.testing.assert_close(fn(h), expected)
+
+
+def test_mlp_ci_function_under_bf16_autocast_runs_in_float32_and_trains():
+    """Autocast hands the CI function bf16 inner activations (x V); the fused backward used to
+    fail mixing them with float32 saved tensors ("expected scalar type ... but found ...")."""
+    fn = make_ci_fn("mlp", C=4, d_in=9, hidden=[3], gen=torch.Generator().manual_seed(0))
+    x = torch.randn(7, 9)
+    V = torch.randn(9, 4, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inner = x @ V
+        out = fn(inner)
+    assert inner.dtype == torch.bfloat16 and out.dtype == torch.float32
+    out.sum().backward()
+    (w1, w2), (b1, b2) = fn.net.weights, fn.net.biases
+    h = inner.detach().float()  # the same bf16-rounded inputs, plain float32 math
+    expected = (F.gelu(h.unsqueeze(-1) * w1[:, 0, :] + b1) * w2[:, :, 0]).sum(-1) + b2[:, 0]
+    torch.testing.assert_close(out, expected)
+    assert V.grad is not None and torch.isfinite(V.grad).all()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from spd_core.config import ModulePattern
-from spd_core.eval.metrics.ci_l0 import l0_per_token
+from spd_core.eval.metrics.ci_l0 import ci_l0, with_l0_groups
 from spd_core.eval.metrics.lm_masks import CEKLMetric, ce_kl_values, next_token_ce, with_ce_recovery
 from spd_core.model.component_model import ComponentModel
 from tests.test_component_model import TinyLM
@@ -56,10 +56,11 @@ def test_ce_recovery_is_computed_from_batch_averaged_ces():
     assert "ce_unrecovered_target" not in out
 
 
-def test_l0_per_token_sums_important_components_over_modules():
+def test_total_l0_per_token_sums_important_components_over_modules():
     ci = {
         "a": torch.tensor([[[0.0, 0.2, 0.9], [0.0, 0.0, 0.0]]]),
         "b": torch.tensor([[[0.5, 0.0], [0.05, 0.3]]]),
     }
-    assert l0_per_token(ci, 0.1).tolist() == [[3, 1]]
-    assert l0_per_token(ci, 0.0).tolist() == [[3, 2]]
+    # per token: 3 and 1 important at 0.1, 3 and 2 at 0.0 (strict >)
+    assert with_l0_groups(ci_l0(ci, 0.1), {})["total"] == pytest.approx(2.0)
+    assert with_l0_groups(ci_l0(ci, 0.0), {})["total"] == pytest.approx(2.5)

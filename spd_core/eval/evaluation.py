@@ -9,11 +9,14 @@ import torch
 from torch import Tensor
 
 from spd_core.config import Config
-from spd_core.eval.metrics.ci_l0 import ci_l0, ever_important, l0_per_token
+from spd_core.eval.metrics.ci_l0 import ci_l0, ever_important, with_l0_groups
 from spd_core.eval.metrics.ci_patterns import dense_ci_error, identity_ci_error
 from spd_core.eval.metrics.ground_truth import mmcs_ml2r
-from spd_core.eval.metrics.lm_masks import CEKLMetric, ce_kl_values
+from spd_core.eval.metrics.lm_masks import CEKLMetric, ce_kl_values, masked_ce_kl
 from spd_core.losses import LossContext, compute_losses
+from spd_core.losses.hidden_acts import hidden_acts_errors
+from spd_core.losses.pgd import pgd_forwards
+from spd_core.losses.reconstruction import mean_divergence
 from spd_core.model.component_model import ComponentModel
 from spd_core.train.parallel.sharding import full_value, reshard
 from spd_core.train.step import autocast_context
@@ -58,11 +61,13 @@ def evaluate(
     n_features: int | None = None,
     causal_lm: bool = False,
 ) -> dict[str, float]:
-    """Average loss terms and CI-L0 over eval batches; alive components (ever CI > threshold);
-    ground-truth metrics configured in `config.eval`. Token inputs add `l0/total` (components
-    important per token, all modules); `causal_lm` adds `lm/` CE and KL under masks."""
+    """Average loss terms and CI-L0 (per module, per `eval.l0_groups` group, total) over eval
+    batches; alive components (ever CI > threshold); what `config.eval` asks for: ground-truth
+    metrics, `hidden_acts_recon/` per module and in total, and `pgd/recon` (the reconstruction
+    under `eval.pgd`'s PGD masks). `causal_lm` adds `lm/` CE and KL under masks (PGD's too)."""
     sums: dict[str, float] = {}
     alive: dict[str, Tensor] = {}
+    hidden: dict[str, list[float]] = {}
     lm = CEKLMetric()
     n = config.eval.n_eval_batches
     for _ in range(n):
@@ -72,19 +77,35 @@ def evaluate(
             ci = model.causal_importances(acts, config.sampling, generator)
             ctx = LossContext(model, acts, ci, config, step / config.steps, generator)
             _, terms = compute_losses(ctx)
+            means = {f"loss/{k}": float(v) for k, v in terms.items()}
+            lm_values = (
+                ce_kl_values(model, acts, ci, config.eval.rounding_threshold, generator)
+                if causal_lm
+                else {}
+            )
+            if config.eval.pgd is not None:
+                forwards = pgd_forwards(ctx, config.eval.pgd, "all")
+                means["pgd/recon"] = float(mean_divergence(ctx, forwards))
+                if causal_lm:
+                    lm_values.update(masked_ce_kl(model, acts, forwards[0], "pgd"))
             if causal_lm:
-                lm.update(ce_kl_values(model, acts, ci, config.eval.rounding_threshold, generator))
-        if not batch.is_floating_point():
-            total = l0_per_token(ci.lower, config.ci_alive_threshold).float().mean().item()
-            sums["l0/total"] = sums.get("l0/total", 0.0) + total / n
-        for k, v in terms.items():
-            sums[f"loss/{k}"] = sums.get(f"loss/{k}", 0.0) + float(v) / n
-        for k, v in ci_l0(ci.lower, config.ci_alive_threshold).items():
-            sums[f"l0/{k}"] = sums.get(f"l0/{k}", 0.0) + v / n
+                lm.update(lm_values)
+            if config.eval.hidden_acts_recon:
+                for k, (sq, count) in hidden_acts_errors(ctx).items():
+                    acc = hidden.setdefault(k, [0.0, 0.0])
+                    acc[0], acc[1] = acc[0] + float(sq), acc[1] + count
+        l0 = with_l0_groups(ci_l0(ci.lower, config.ci_alive_threshold), config.eval.l0_groups)
+        means.update({f"l0/{k}": v for k, v in l0.items()})
+        for k, v in means.items():
+            sums[k] = sums.get(k, 0.0) + v / n
         for k, v in ever_important(ci.lower, config.ci_alive_threshold).items():
             alive[k] = alive[k] | v if k in alive else v
     out = dict(sums)
     out.update({f"alive/{k}": int(v.sum().item()) for k, v in alive.items()})
+    if hidden:
+        out.update({f"hidden_acts_recon/{k}": sq / count for k, (sq, count) in hidden.items()})
+        total_sq, total_count = (sum(v[i] for v in hidden.values()) for i in (0, 1))
+        out["hidden_acts_recon/total"] = total_sq / total_count
     if causal_lm:
         out.update({f"lm/{k}": v for k, v in lm.compute().items()})
     out.update(probe_metrics(model, config, n_features))

@@ -343,7 +343,8 @@ def plot_tms_columns(
 
 
 def plot_training_curves(curves: Mapping[str, np.ndarray], path: str | Path) -> Path:
-    """Loss terms (``loss/*``, log scale) and L0 per module (``l0/*``) against the step."""
+    """Loss terms (``loss/*``, log scale) and L0 (``l0/*``: per module, group, total) against
+    the step."""
     steps = np.asarray(curves["step"])
     losses = {k: np.asarray(v, dtype=float) for k, v in curves.items() if k.startswith("loss/")}
     l0 = {k: np.asarray(v, dtype=float) for k, v in curves.items() if k.startswith("l0/")}
@@ -359,7 +360,8 @@ def plot_training_curves(curves: Mapping[str, np.ndarray], path: str | Path) -> 
     left.set_xlabel("step")
     left.set_ylabel("loss")
     for name, values in sorted(l0.items()):
-        right.plot(steps, values, marker=marker, label=name.removeprefix("l0/"))
+        style = "--" if name == "l0/total" else "-"
+        right.plot(steps, values, style, marker=marker, label=name.removeprefix("l0/"))
     right.set_title("L0: mean #components with CI > threshold per input", fontsize=10)
     right.set_xlabel("step")
     right.set_ylabel("L0")

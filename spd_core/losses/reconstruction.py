@@ -5,18 +5,23 @@ Each loss averages D over every forward it makes (S samples × layers for layerw
 
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import Tensor
 
+from spd_core.config import StaticProbabilityRouting, UniformKSubsetRouting
 from spd_core.losses.context import LossContext
 from spd_core.losses.divergence import divergence_sum
 from spd_core.model.masks import (
     ModuleMask,
+    static_probability_routing,
     stochastic_masks,
     uniform_k_subset_routing,
     with_routing,
 )
 
-Routing = str  # "all" | "layerwise" | "subset"
+# every module at once, one module per forward, or a subset drawn per position
+Routing = Literal["all", "layerwise"] | UniformKSubsetRouting | StaticProbabilityRouting
 
 
 def mean_divergence(ctx: LossContext, forwards: list[dict[str, ModuleMask]]) -> Tensor:
@@ -42,7 +47,10 @@ def route(
         return [{name: m} for name, m in masks.items()]
     names = list(masks)
     g = next(iter(ctx.ci.lower.values()))
-    subset = uniform_k_subset_routing(names, g.shape[:-1], ctx.generator, g.device)
+    if isinstance(routing, StaticProbabilityRouting):
+        subset = static_probability_routing(names, g.shape[:-1], routing.p, ctx.generator, g.device)
+    else:
+        subset = uniform_k_subset_routing(names, g.shape[:-1], ctx.generator, g.device)
     return [with_routing(masks, subset)]
 
 

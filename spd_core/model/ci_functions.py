@@ -59,7 +59,10 @@ class ParallelMLP(nn.Module):
         n = len(self.weights)
         if n == 2 and self.d_in == 1 and not shared_input:  # the paper's `mlp`: one fused op
             (w1, w2), (b1, b2) = self.weights, self.biases
-            return self.fused_op(x, w1[:, 0, :], b1, w2[:, :, 0], b2[:, 0])
+            # float32 math even under autocast: the fused backward mixes its saved tensors with
+            # the incoming gradient, which must share one dtype
+            with torch.autocast(x.device.type, enabled=False):
+                return self.fused_op(x.float(), w1[:, 0, :], b1, w2[:, :, 0], b2[:, 0])
         h = x
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             last = i == n - 1

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from spd_core.config import ModulePattern
+from spd_core.config import GLOBAL_CI_FN_TYPES, CITransformerConfig, ModulePattern
 from spd_core.model.ci_functions import make_ci_fn
 from spd_core.model.components import Components, module_kind
+from spd_core.model.global_ci_functions import GlobalCIFunction, make_global_ci_fn
 from spd_core.model.masks import ModuleMask
 from spd_core.model.sigmoids import SIGMOIDS
 from spd_core.model.tied_components import check_ties, tie
@@ -113,7 +114,8 @@ def _key(name: str) -> str:
 
 
 class ComponentModel(nn.Module):
-    """Target model (frozen) + Components and a CI function per decomposed module."""
+    """Target model (frozen) + Components per decomposed module, and a CI function per module or
+    one global CI function over all of them (`ci_fn_type` global_*)."""
 
     def __init__(
         self,
@@ -126,6 +128,7 @@ class ComponentModel(nn.Module):
         generator: torch.Generator | None = None,
         compile_ci_fn: bool = False,
         tied_components: Sequence[tuple[str, str]] = (),
+        ci_transformer: CITransformerConfig | None = None,
     ):
         super().__init__()
         target.requires_grad_(False)
@@ -142,16 +145,27 @@ class ComponentModel(nn.Module):
         self.module_names = list(self.C)
         self.components = nn.ModuleDict()
         self.ci_fns = nn.ModuleDict()
+        is_global = ci_fn_type in GLOBAL_CI_FN_TYPES
         for name, C in self.C.items():
             comp = Components(modules[name], C, generator)
-            if comp.kind == "embedding" and ci_fn_type != "mlp":
+            if comp.kind == "embedding" and ci_fn_type != "mlp" and not is_global:
                 raise ModuleSelectionError(
-                    f"module '{name}' is an embedding: it needs ci_fn_type 'mlp', not '{ci_fn_type}'"
+                    f"module '{name}' is an embedding: it needs ci_fn_type 'mlp' or a global one, "
+                    f"not '{ci_fn_type}'"
                 )
             self.components[_key(name)] = comp
-            hidden = self.ci_fn_hidden_dims
-            fn = make_ci_fn(ci_fn_type, C, comp.d_in, hidden, generator, compile_ci_fn)
-            self.ci_fns[_key(name)] = fn.to(comp.weight.device)
+            if not is_global:
+                hidden = self.ci_fn_hidden_dims
+                fn = make_ci_fn(ci_fn_type, C, comp.d_in, hidden, generator, compile_ci_fn)
+                self.ci_fns[_key(name)] = fn.to(comp.weight.device)
+        self.global_ci_fn: GlobalCIFunction | None = None
+        if is_global:  # an embedding reads its inner activations (C values), not token ids
+            comps = self.components_by_name()
+            d_in = {n: c.C if c.kind == "embedding" else c.d_in for n, c in comps.items()}
+            fn = make_global_ci_fn(
+                ci_fn_type, d_in, self.C, self.ci_fn_hidden_dims, ci_transformer, generator
+            )
+            self.global_ci_fn = fn.to(comps[self.module_names[0]].weight.device)
         self._target_modules = {name: modules[name] for name in self.module_names}
         check_ties(self.components_by_name(), self.tied_components)
         tie(self.components_by_name(), self.tied_components)
@@ -177,7 +191,9 @@ class ComponentModel(nn.Module):
         return list(self.components.parameters())
 
     def ci_parameters(self) -> list[nn.Parameter]:
-        return list(self.ci_fns.parameters())
+        """Every CI-function parameter: the per-module functions' or the global one's."""
+        fns = self.ci_fns if self.global_ci_fn is None else self.global_ci_fn
+        return list(fns.parameters())
 
     def weight_deltas(self) -> dict[str, Tensor]:
         """Δ_l = W_l − W_comp,l for every module (differentiable)."""
@@ -230,18 +246,36 @@ class ComponentModel(nn.Module):
         sampling: str = "continuous",
         generator: torch.Generator | None = None,
     ) -> CausalImportances:
-        """g = σ(f_ci(input)) per module, computed from the clean pass (once per step)."""
+        """g = σ(f_ci(input)) per module, computed from the clean pass (once per step); a global
+        CI function gives every module's f_ci(input) from one call."""
         lower, upper = {}, {}
+        pre_sigmoid = self._global_pre_sigmoid(acts) if self.global_ci_fn is not None else None
         for name in self.module_names:
-            fn = self.ci_fn_of(name)
-            inp = acts.inner(name) if fn.takes_inner_acts else acts.clean.inputs[name].float()
-            z = _skipping_zero_inputs(fn, inp, acts.clean, name)
+            if pre_sigmoid is not None:
+                z = pre_sigmoid[name]
+            else:
+                fn = self.ci_fn_of(name)
+                inp = acts.inner(name) if fn.takes_inner_acts else acts.clean.inputs[name].float()
+                z = _skipping_zero_inputs(fn, inp, acts.clean, name)
             upper[name] = self.upper_sigmoid(z)
             if sampling == "binomial":
                 noise = torch.rand(z.shape, generator=generator, device=z.device, dtype=z.dtype)
                 z = 1.05 * z - 0.05 * noise
             lower[name] = self.lower_sigmoid(z)
         return CausalImportances(lower, upper)
+
+    def _global_pre_sigmoid(self, acts: StepActivations) -> dict[str, Tensor]:
+        """The global function on every position. Unlike the per-module path, all-zero inputs
+        are not skipped: a position's importances depend on every module's input there (and,
+        for the transformer, on the other positions)."""
+        assert self.global_ci_fn is not None
+        inputs = {
+            n: acts.inner(n)
+            if self.components_of(n).kind == "embedding"
+            else acts.clean.inputs[n].float()
+            for n in self.module_names
+        }
+        return self.global_ci_fn(inputs)
 
     # ---------------------------------------------------------------- masked forwards
     def masked_forward(self, acts: StepActivations, masks: dict[str, ModuleMask]) -> Tensor:

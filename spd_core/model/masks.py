@@ -55,6 +55,19 @@ def uniform_k_subset_routing(
     return {name: routed[..., i] for i, name in enumerate(names)}
 
 
+def static_probability_routing(
+    names: list[str],
+    pos_shape: torch.Size,
+    p: float,
+    gen: torch.Generator | None,
+    device: torch.device,
+) -> dict[str, Tensor]:
+    """Route each (layer, position) independently with probability p (a position may route no
+    layer: it then reproduces the target there)."""
+    routed = torch.rand((*pos_shape, len(names)), generator=gen, device=device) < p
+    return {name: routed[..., i] for i, name in enumerate(names)}
+
+
 def with_routing(masks: dict[str, ModuleMask], routing: dict[str, Tensor]) -> dict[str, ModuleMask]:
     """Attach per-position routing to masks (modules missing from `routing` stay fully routed)."""
     return {

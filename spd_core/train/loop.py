@@ -15,9 +15,16 @@ import torch.distributed as dist
 
 from spd_core.config import Config, ConfigError
 from spd_core.eval.evaluation import probe_metrics
-from spd_core.eval.metrics.ci_l0 import ci_l0
+from spd_core.eval.metrics.ci_l0 import ci_l0, with_l0_groups
+from spd_core.losses.persistent_pgd import (
+    PersistentPGDRun,
+    PersistentSources,
+    ascend_after_backward,
+    check_scopes_fit,
+)
 from spd_core.model.component_model import ComponentModel
 from spd_core.task import DecompositionTask
+from spd_core.train.parallel.collectives import RankGroup
 from spd_core.train.schedule import scheduled_value
 from spd_core.train.seeding import generator
 from spd_core.train.step import clip_gradients, step_loss
@@ -25,8 +32,9 @@ from spd_core.train.step import clip_gradients, step_loss
 
 @dataclass
 class LogRecord:
-    """Loss terms and L0 per module at one logged step (averaged over ranks), the LR, and at the
-    first logged step from each multiple of `eval_freq` on, the data-free evaluation figures."""
+    """Loss terms and L0 (per module, per `eval.l0_groups` group and total) at one logged step
+    (averaged over ranks), the LR, and at the first logged step from each multiple of
+    `eval_freq` on, the data-free evaluation figures."""
 
     step: int
     terms: dict[str, float]
@@ -37,7 +45,8 @@ class LogRecord:
 
 @dataclass
 class TrainingState:
-    """Everything that changes during a run: enough to resume it exactly."""
+    """Everything that changes during a run: enough to resume it exactly. `adversaries`: the
+    persistent-PGD sources by loss term (created at the first step)."""
 
     model: ComponentModel
     optimizer: torch.optim.Optimizer
@@ -46,6 +55,7 @@ class TrainingState:
     step: int = 0
     restarts: int = 0
     extra: dict[str, object] = field(default_factory=dict)
+    adversaries: dict[str, PersistentSources] = field(default_factory=dict)
 
 
 def new_generators(
@@ -58,12 +68,14 @@ def new_generators(
 
 
 def local_batch_size(config: Config, world_size: int) -> int:
-    """Rows of each global batch one rank trains on; the batch must split evenly."""
+    """Rows of each global batch one rank trains on; the batch must split evenly (and fit the
+    persistent-PGD scopes)."""
     if config.batch_size % world_size:
         raise ConfigError(
             f"batch_size {config.batch_size} does not split evenly over {world_size} workers; "
             "choose a batch size divisible by the number of workers"
         )
+    check_scopes_fit(config, config.batch_size // world_size)
     return config.batch_size // world_size
 
 
@@ -86,6 +98,7 @@ def run_steps(
     a collective: every rank must take part.
     """
     b = local_batch_size(config, world_size)
+    ranks = RankGroup(world_size) if world_size > 1 else None
     while state.step < config.steps:
         step = state.step
         lr = scheduled_value(step, config.steps, config.lr_schedule)
@@ -93,17 +106,24 @@ def run_steps(
             group["lr"] = lr
         state.optimizer.zero_grad(set_to_none=True)
         batch = task.batch_fn(config.batch_size, state.data_gen)[rank * b : (rank + 1) * b]
-        result = step_loss(state.model, batch, step, config, state.mask_gen, world_size)
+        persistent = PersistentPGDRun(state.adversaries, step, rank)
+        result = step_loss(
+            state.model, batch, step, config, state.mask_gen, world_size, ranks, persistent
+        )
         result.total.backward()
         if sync_gradients is not None:
             sync_gradients()
+        ascend_after_backward(persistent, config, ranks)
         clip_gradients(state.model, config)
         state.optimizer.step()
         state.step = done = step + 1
         if on_log is not None and (done % config.train_log_freq == 0 or done == config.steps):
             terms = {k: v.detach() for k, v in result.terms.items()}
             terms["total"] = result.total.detach()
-            l0 = ci_l0(result.ci.lower, config.ci_alive_threshold, result.item_weights)
+            l0 = with_l0_groups(
+                ci_l0(result.ci.lower, config.ci_alive_threshold, result.item_weights),
+                config.eval.l0_groups,
+            )
             record = LogRecord(done, *_mean_over_ranks(terms, l0, world_size), lr)
             if done % config.eval_freq < config.train_log_freq:
                 record.probes = probe_metrics(state.model, config, task.n_features)

@@ -25,6 +25,7 @@ from spd_core.train.parallel.gradients import average_gradients
 from spd_core.train.parallel.memory import component_state_bytes, max_over_ranks, peak_rss_bytes
 from spd_core.train.parallel.sharding import (
     Strategy,
+    check_fsdp_supports,
     full_trainable_state,
     owned_rows,
     shard_components,
@@ -86,6 +87,8 @@ def run_worker(
     directory a previous `save_checkpoint` filled. Returns the result on rank 0, None elsewhere.
     """
     config, rank, world = plan.config, plan.rank, plan.world_size
+    if plan.strategy == "fsdp":
+        check_fsdp_supports(config)
     model = build_component_model(config, task).to(plan.device)
     warmup_loss = float("nan") if resume_from is not None else faithfulness_warmup(model, config)
     if plan.strategy == "fsdp":
@@ -197,9 +200,13 @@ def _finish_store(
     writer: StoreWriter, model: ComponentModel, task: DecompositionTask, metrics: dict[str, float]
 ) -> None:
     """Rank 0: CI functions, target and metrics, then mark the store complete (last)."""
-    for name in model.module_names:
-        params = {k: v.detach().cpu() for k, v in model.ci_fn_of(name).state_dict().items()}
-        writer.write_ci_fn(name, params, model.ci_fn_type, model.ci_fn_hidden_dims)
+    if model.global_ci_fn is not None:
+        params = {k: v.detach().cpu() for k, v in model.global_ci_fn.state_dict().items()}
+        writer.write_global_ci_fn(params, model.global_ci_fn.architecture())
+    else:
+        for name in model.module_names:
+            params = {k: v.detach().cpu() for k, v in model.ci_fn_of(name).state_dict().items()}
+            writer.write_ci_fn(name, params, model.ci_fn_type, model.ci_fn_hidden_dims)
     if task.target_state is not None:
         writer.write_target(task.target_state)
     writer.update_metrics(metrics)

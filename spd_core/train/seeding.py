@@ -2,7 +2,7 @@
 
 import torch
 
-STREAMS = {"init": 0, "data": 1, "masks": 2, "eval": 3}
+STREAMS = {"init": 0, "data": 1, "masks": 2, "eval": 3, "persistent_pgd": 4}
 
 
 def generator(

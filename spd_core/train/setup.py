@@ -8,6 +8,7 @@ import torch
 
 from spd_core import __version__
 from spd_core.config import Config
+from spd_core.eval.metrics.ci_l0 import l0_group_members
 from spd_core.model.component_model import ComponentModel
 from spd_core.store import ModuleLayout, StoreWriter
 from spd_core.task import DecompositionTask
@@ -16,18 +17,22 @@ from spd_core.train.seeding import generator
 
 
 def build_component_model(config: Config, task: DecompositionTask) -> ComponentModel:
-    """Components and CI functions for the target, initialised from the config's seed."""
-    return ComponentModel(
+    """Components and CI functions for the target, initialised from the config's seed; refuses
+    `eval.l0_groups` patterns that match no decomposed module."""
+    model = ComponentModel(
         task.target,
         config.module_info,
         ci_fn_type=config.ci_fn_type,
         ci_fn_hidden_dims=config.ci_fn_hidden_dims,
+        ci_transformer=config.ci_transformer,
         sigmoid_type=config.sigmoid_type,
         output_attr=config.pretrained_model_output_attr,
         generator=generator(config.seed, "init", torch.device("cpu")),
         compile_ci_fn=config.compile_ci_fn,
         tied_components=config.tied_components,
     )
+    l0_group_members(config.eval.l0_groups, model.module_names)
+    return model
 
 
 def create_store(

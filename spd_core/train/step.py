@@ -10,8 +10,10 @@ from torch import Tensor, nn
 
 from spd_core.config import Config
 from spd_core.losses import compute_losses, faithfulness_loss, step_context
+from spd_core.losses.persistent_pgd import PersistentPGDRun
 from spd_core.model.component_model import CausalImportances, ComponentModel
 from spd_core.model.tied_components import ties_hold
+from spd_core.train.parallel.collectives import RankGroup
 
 
 @dataclass
@@ -35,10 +37,15 @@ def step_loss(
     config: Config,
     generator: torch.Generator | None,
     world_size: int = 1,
+    ranks: RankGroup | None = None,
+    persistent: PersistentPGDRun | None = None,
 ) -> StepResult:
-    """Clean pass → causal importances → every configured loss term, for `step` of `config.steps`."""
+    """Clean pass → causal importances → every configured loss term, for `step` of `config.steps`.
+    `ranks`: the data-parallel ranks (several); `persistent`: the run's persistent-PGD sources."""
     with autocast_context(config, batch.device):
-        ctx = step_context(model, batch, config, step / config.steps, generator, world_size)
+        ctx = step_context(
+            model, batch, config, step / config.steps, generator, world_size, ranks, persistent
+        )
         total, terms = compute_losses(ctx)
     return StepResult(total, terms, ctx.ci, ctx.item_weights)
 

@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.distributed.tensor import DTensor
 
 from spd_core.config import ConfigError
+from spd_core.losses.persistent_pgd import PersistentSources
 from spd_core.train.loop import TrainingState
 from spd_core.train.parallel.sharding import local_part, trainable_items
 
@@ -25,7 +26,8 @@ def state_file(directory: str | Path, rank: int) -> Path:
 
 
 def capture(state: TrainingState, world_size: int) -> dict[str, Any]:
-    """This rank's complete training state (model shards, optimiser, RNG, step, restarts)."""
+    """This rank's complete training state (model shards, optimiser, RNG, step, restarts,
+    persistent-PGD sources with their optimiser's moments)."""
     return {
         "format": FORMAT_VERSION,
         "world_size": world_size,
@@ -36,6 +38,7 @@ def capture(state: TrainingState, world_size: int) -> dict[str, Any]:
         "optimizer": _to_local(state.optimizer.state_dict()),
         "data_gen": state.data_gen.get_state(),
         "mask_gen": state.mask_gen.get_state(),
+        "adversaries": {k: v.state_dict() for k, v in state.adversaries.items()},
     }
 
 
@@ -73,6 +76,11 @@ def restore(state: TrainingState, payload: dict[str, Any]) -> None:
     state.step = payload["step"]
     state.restarts = payload["restarts"]
     state.extra = dict(payload["extra"])
+    device = next(iter(params.values())).device
+    state.adversaries = {
+        k: PersistentSources.from_state_dict(v, device)
+        for k, v in payload.get("adversaries", {}).items()
+    }
 
 
 def _to_local(obj: Any) -> Any:

@@ -48,15 +48,23 @@ def ce_kl_values(
     generator: torch.Generator | None = None,
 ) -> dict[str, float]:
     """ce_target, and kl_<mask>, ce_<mask> for every mask set, on one batch of token ids."""
-    tokens = acts.clean.x
-    target_logits = acts.clean.output
-    out: dict[str, float] = {"ce_target": next_token_ce(target_logits, tokens).item()}
+    out: dict[str, float] = {"ce_target": next_token_ce(acts.clean.output, acts.clean.x).item()}
     for name, masks in lm_mask_variants(ci, rounding_threshold, generator).items():
-        logits = model.masked_forward(acts, masks)
-        kl_sum, n = divergence_sum(logits, target_logits, "kl")
-        out[f"kl_{name}"] = (kl_sum / n).item()
-        out[f"ce_{name}"] = next_token_ce(logits, tokens).item()
+        out.update(masked_ce_kl(model, acts, masks, name))
     return out
+
+
+@torch.no_grad()
+def masked_ce_kl(
+    model: ComponentModel, acts: StepActivations, masks: dict[str, ModuleMask], name: str
+) -> dict[str, float]:
+    """kl_<name> (KL(target ‖ masked), mean over positions) and ce_<name> under `masks`."""
+    logits = model.masked_forward(acts, masks)
+    kl_sum, n = divergence_sum(logits, acts.clean.output, "kl")
+    return {
+        f"kl_{name}": (kl_sum / n).item(),
+        f"ce_{name}": next_token_ce(logits, acts.clean.x).item(),
+    }
 
 
 def with_ce_recovery(values: dict[str, float]) -> dict[str, float]:

@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
 from torch.distributed.tensor import DTensor
 
+from spd_core.config import GLOBAL_CI_FN_TYPES, Config, ConfigError
 from spd_core.model.component_model import ComponentModel
 
 Strategy = Literal["ddp", "fsdp"]
@@ -31,11 +32,23 @@ def shard_rows(C: int, world_size: int, rank: int) -> tuple[int, int]:
     return start, min(start + per, C)
 
 
+def check_fsdp_supports(config: Config) -> None:
+    """Refuse, before any work, a CI function that fsdp cannot split into per-module units."""
+    if config.ci_fn_type in GLOBAL_CI_FN_TYPES:
+        raise ConfigError(
+            "--strategy fsdp shards each module's factors and CI function as units of their own, "
+            f"but ci_fn_type '{config.ci_fn_type}' is one network over every module's input; "
+            "use --strategy ddp (the global CI function is replicated, its gradients averaged)"
+        )
+
+
 def shard_components(model: ComponentModel) -> None:
     """Make each module's Components and its CI function an FSDP2 unit (the frozen target stays
     replicated): parameters, gradients and optimiser state are then split over the ranks."""
     if model.tied_components:
         raise ValueError(f"FSDP cannot shard tied components {model.tied_components}; use ddp")
+    if model.global_ci_fn is not None:
+        raise ValueError(f"FSDP cannot shard the global CI function '{model.ci_fn_type}'; use ddp")
     for name in model.module_names:
         comp = model.components_of(name)
         fully_shard(comp)
