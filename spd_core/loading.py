@@ -12,6 +12,7 @@ from torch import nn
 from spd_core.config import Config, config_from_dict
 from spd_core.hf.packaged import HFModelError
 from spd_core.model.component_model import ComponentModel
+from spd_core.model.global_ci_functions import GlobalCIFunction
 from spd_core.store import FactorStore, StoreError
 
 if TYPE_CHECKING:
@@ -29,14 +30,13 @@ def target_from_store(store: FactorStore) -> nn.Module:
             f"{store.path}: target kind {spec.get('kind')!r} is not self-contained; "
             "load the target yourself and call load_component_model(store, target=...)"
         )
-    from spd_core.targets.registry import toy_target_from_state
-    from spd_core.targets.spec import ToyTargetSpec
+    from spd_core.targets.registry import parse_target_spec, toy_target_from_state
 
     state = store.target_state()
     if state is None:
         raise StoreError(f"{store.path}: toy store has no target weights under target/")
     tensors = {k: torch.from_numpy(v) for k, v in state.items()}
-    return toy_target_from_state(ToyTargetSpec(**spec["spec"]), tensors).model
+    return toy_target_from_state(parse_target_spec(spec["spec"]), tensors).model
 
 
 def _hf_target(store: FactorStore) -> HFTarget:
@@ -85,6 +85,7 @@ def load_component_model(
         config.module_info,
         ci_fn_type=config.ci_fn_type,
         ci_fn_hidden_dims=config.ci_fn_hidden_dims,
+        ci_transformer=config.ci_transformer,
         sigmoid_type=config.sigmoid_type,
         output_attr=config.pretrained_model_output_attr,
         tied_components=config.tied_components,
@@ -94,6 +95,28 @@ def load_component_model(
             comp = model.components_of(name)
             comp.U.copy_(torch.from_numpy(store.U(name)))
             comp.V.copy_(torch.from_numpy(store.V(name)))
-            params = {k: torch.from_numpy(v) for k, v in store.ci_fn_params(name).items()}
-            model.ci_fn_of(name).load_state_dict(params)
+            if model.global_ci_fn is None:
+                params = {k: torch.from_numpy(v) for k, v in store.ci_fn_params(name).items()}
+                model.ci_fn_of(name).load_state_dict(params)
+    if model.global_ci_fn is not None:
+        _load_global_ci_fn(store, model.global_ci_fn)
     return model.to(device), config
+
+
+def _load_global_ci_fn(store: FactorStore, fn: GlobalCIFunction) -> None:
+    """The stored global CI function's parameters into `fn`, after checking that it was built
+    for the same modules in the same order (its input and output blocks follow that order)."""
+    stored = store.global_ci_fn()
+    if stored is None:
+        raise StoreError(
+            f"{store.path}: the config's ci_fn_type is '{fn.fn_type}' but the store holds no "
+            "global_ci_fn/ (the run did not write it)"
+        )
+    attrs, params = stored
+    expected = fn.architecture()
+    found = {k: attrs.get(k) for k in expected}
+    if found != expected:
+        raise StoreError(
+            f"{store.path}: global_ci_fn/ was written for {found}, but the config builds {expected}"
+        )
+    fn.load_state_dict({k: torch.from_numpy(v) for k, v in params.items()})

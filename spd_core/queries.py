@@ -31,7 +31,11 @@ def io_signature(target_spec: Mapping[str, Any]) -> IOSignature | None:
     """The input/output signature of a stored target; None when the spec does not say."""
     if target_spec.get("kind") != "toy":
         return None
-    n = int(target_spec["spec"]["n_features"])
+    spec = target_spec["spec"]
+    if spec.get("kind") == "induction":  # token ids -> next-token logits
+        seq_len, vocab = int(spec["seq_len"]), int(spec["vocab_size"])
+        return IOSignature((seq_len,), torch.int64, (seq_len, vocab))
+    n = int(spec["n_features"])
     return IOSignature((n,), torch.float32, (n,))
 
 

@@ -105,7 +105,8 @@ def test_named_variants_have_the_paper_recipe(name: str) -> None:
 
 
 def test_registry_has_exactly_the_named_variants() -> None:
-    assert set(TOY_TARGETS) == set(_EXPECTED_VARIANTS)
+    # the paper's toy models, and the induction transformer (tests/test_induction_target.py)
+    assert set(TOY_TARGETS) == {*_EXPECTED_VARIANTS, "induction-2l"}
 
 
 def test_unknown_variant_lists_known_names() -> None:

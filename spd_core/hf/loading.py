@@ -1,4 +1,5 @@
-"""Load a `transformers` model and its tokenizer from a local folder, a .gguf file or a package.
+"""Load a `transformers` model and its tokenizer from a local folder, a .gguf file, a package, or
+a target spd builds itself (`tiny-llama-2l`, built once by `spd data build-target`).
 
 A GGUF file is dequantized to fp32 once (about 20 s) and cached as config + tokenizer + state dict
 under `<cache>/hf/<file stem>-<sha256 prefix>/`, from which later loads rebuild it in seconds
@@ -21,6 +22,8 @@ from torch import nn
 from spd_core.extras import require
 from spd_core.hf.packaged import PACKAGED_MODELS, HFModelError, packaged_model_path
 from spd_core.targets.registry import default_cache_dir
+from spd_core.targets.tiny_llama.build import built_tiny_llama
+from spd_core.targets.tiny_llama.spec import TINY_LLAMAS
 
 WEIGHTS = "weights.pt"
 
@@ -42,16 +45,25 @@ class HFTarget:
         return int(self.spec["context_length"])
 
 
-def resolve_source(model: str) -> Path:
-    """A packaged model's path, or an existing local folder / .gguf file."""
+def resolve_source(model: str, cache_dir: Path | None = None) -> Path:
+    """A packaged model's path, a built target's folder, or an existing local folder / .gguf."""
     if model in PACKAGED_MODELS:
         return packaged_model_path(model)
+    if model in TINY_LLAMAS:
+        folder = built_tiny_llama(model, cache_dir)
+        if folder is None:
+            raise HFModelError(
+                f"model '{model}' is not built in {cache_dir or default_cache_dir()}; build it "
+                f"once with `spd data build-target {model}` (about 15 minutes on a CPU)"
+            )
+        return folder
     path = Path(model).expanduser()
     if path.is_dir() or (path.is_file() and path.suffix == ".gguf"):
         return path.resolve()
     raise HFModelError(
-        f"model '{model}' is neither a packaged model ({', '.join(PACKAGED_MODELS)}) nor a local "
-        "folder with config.json or a .gguf file; spd never downloads models from a hub"
+        f"model '{model}' is neither a packaged model ({', '.join(PACKAGED_MODELS)}), a target "
+        f"spd builds ({', '.join(TINY_LLAMAS)}), nor a local folder with config.json or a .gguf "
+        "file; spd never downloads models from a hub"
     )
 
 
@@ -120,7 +132,7 @@ def load_hf_target(
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    source = resolve_source(model)
+    source = resolve_source(model, cache_dir)
     gguf_sha = None
     folder = source
     if source.is_file():
@@ -156,8 +168,11 @@ def load_hf_target(
 
 
 def hf_target_from_spec(spec: dict[str, Any], cache_dir: Path | None = None) -> HFTarget:
-    """Rebuild the target a store names; a GGUF source must still be the same file."""
+    """Rebuild the target a store names; a GGUF source must still be the same file. A built
+    target loads from the folder the store names, or is looked up by name if that is gone."""
     model = spec["model"] if spec["model"] in PACKAGED_MODELS else spec["source"]
+    if spec["model"] in TINY_LLAMAS and not Path(spec["source"]).is_dir():
+        model = spec["model"]
     target = load_hf_target(model, spec.get("model_class"), cache_dir)
     if spec.get("gguf_sha256") and target.spec["gguf_sha256"] != spec["gguf_sha256"]:
         raise HFModelError(

@@ -1,5 +1,8 @@
-"""Toy target models of the SPD paper (TMS, ResidualMLP), their data and deterministic training."""
+"""Targets spd trains itself: the toy models of the SPD paper (TMS, ResidualMLP), the induction
+transformer, and the tiny Llamas (`spd_core.targets.tiny_llama`); data and deterministic training."""
 
+from spd_core.targets.induction.model import InductionTransformer
+from spd_core.targets.induction.spec import InductionSpec
 from spd_core.targets.registry import (
     TOY_TARGETS,
     ToyTarget,
@@ -15,6 +18,8 @@ from spd_core.targets.validation import TargetTrainingError
 
 __all__ = [
     "TOY_TARGETS",
+    "InductionSpec",
+    "InductionTransformer",
     "ResidualMLP",
     "SparseFeatures",
     "TMSModel",

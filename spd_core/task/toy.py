@@ -1,4 +1,5 @@
-"""The task of a toy target (TMS, ResidualMLP): trained or loaded from the cache, its data generator."""
+"""The task of a target spd trains itself (TMS, ResidualMLP, induction transformer): trained or
+loaded from the cache, and its data generator."""
 
 from __future__ import annotations
 
@@ -10,10 +11,20 @@ from torch import Tensor
 
 from spd_core.config import Config, ConfigError
 from spd_core.model.component_model import select_modules
-from spd_core.targets.registry import load_toy_target, toy_target_from_state, toy_target_spec
-from spd_core.targets.spec import ToyTargetSpec
-from spd_core.targets.training import build_model
+from spd_core.targets.induction.spec import InductionSpec
+from spd_core.targets.registry import (
+    TargetSpec,
+    build_target_model,
+    load_toy_target,
+    parse_target_spec,
+    toy_target_from_state,
+    toy_target_spec,
+)
+from spd_core.targets.tiny_llama.spec import TINY_LLAMAS
 from spd_core.task.definition import DecompositionTask
+
+# Toy target kinds whose inputs are (batch, features) vectors, not sequences.
+_FEATURE_VECTOR_KINDS = ("tms", "resid_mlp")
 
 
 def toy_task(
@@ -24,11 +35,24 @@ def toy_task(
         raise ConfigError("config has no `target`: name a toy target or pass a model from Python")
     if config.target.kind != "toy":
         raise ConfigError(f"target: kind '{config.target.kind}' is not a toy target; use make_task")
+    if config.target.name in TINY_LLAMAS:
+        raise ConfigError(
+            f"target: '{config.target.name}' is a Hugging Face model spd builds; name it as "
+            f"target: {{kind: hf, model: {config.target.name}, data: {{corpus: ...}}}}"
+        )
     try:
         spec = toy_target_spec(config.target.name, **config.target.overrides)
     except ValueError as err:
         raise ConfigError(f"target: {err}") from None
-    select_modules(build_model(spec), config.module_info)  # fail on bad patterns before training
+    if config.ci_fn_type == "global_shared_transformer" and spec.kind in _FEATURE_VECTOR_KINDS:
+        raise ConfigError(
+            "ci_fn_type 'global_shared_transformer' attends over sequence positions, but toy "
+            f"target '{config.target.name}' reads one feature vector per input; use "
+            "'global_shared_mlp'"
+        )
+    select_modules(
+        build_target_model(spec), config.module_info
+    )  # fail on bad patterns before training
     return _toy_task(config.target.name, spec, load_toy_target(spec, cache_dir), device)
 
 
@@ -37,22 +61,25 @@ def toy_task_from_state(
 ) -> DecompositionTask:
     """The task of `toy_task` rebuilt from its `target_spec` and trained weights (no training):
     how distributed workers get exactly the target the driver trained."""
-    spec = ToyTargetSpec.model_validate(target_spec["spec"])
+    spec = parse_target_spec(target_spec["spec"])
     toy = toy_target_from_state(spec, state)
     return _toy_task(target_spec["name"], spec, toy, device)
 
 
-def _toy_task(name: str, spec: Any, toy: Any, device: torch.device) -> DecompositionTask:
+def _toy_task(name: str, spec: TargetSpec, toy: Any, device: torch.device) -> DecompositionTask:
     model = toy.model.to(device)
     data = toy.data
 
     def batch_fn(batch_size: int, generator: torch.Generator | None) -> Tensor:
         return data.generate(batch_size, generator=generator, device=device)
 
+    # The induction target is a causal LM over token ids: CE/KL under masks apply to it.
+    lm = isinstance(spec, InductionSpec)
     return DecompositionTask(
         target=model,
         batch_fn=batch_fn,
         target_spec={"kind": "toy", "name": name, "spec": spec.model_dump(mode="json")},
         target_state={k: v.detach().cpu() for k, v in model.state_dict().items()},
-        n_features=spec.n_features,
+        n_features=None if lm else spec.n_features,
+        causal_lm=lm,
     )
