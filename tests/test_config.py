@@ -5,6 +5,7 @@ import pytest
 from spd_core.config import ConfigError, config_from_dict, load_config
 from spd_core.hf.packaged import PACKAGED_MODELS
 from spd_core.presets import preset_names, resolve_config
+from spd_core.targets.tiny_llama.spec import TINY_LLAMAS
 
 BASE = {
     "module_info": [{"module_pattern": "fc1", "C": 5}],
@@ -73,13 +74,15 @@ def test_every_preset_validates():
         "resid-mlp-1",
         "resid-mlp-2",
         "resid-mlp-3",
+        "induction-2l",
+        "tiny-llama-2l",
     } <= set(names)
     for name in names:
         target = resolve_config(name).target
         if target.kind == "toy":
             assert target.name == name
         else:
-            assert target.model in PACKAGED_MODELS, name
+            assert target.model in {*PACKAGED_MODELS, *TINY_LLAMAS}, name
 
 
 def test_tied_components_are_pairs_of_module_names():
