@@ -25,6 +25,7 @@ class IOSignature:
     input_shape: tuple[int, ...]
     input_dtype: torch.dtype
     output_shape: tuple[int, ...]
+    vocab_size: int | None = None  # token-id inputs: every id must lie in [0, vocab_size)
 
 
 def io_signature(target_spec: Mapping[str, Any]) -> IOSignature | None:
@@ -34,7 +35,7 @@ def io_signature(target_spec: Mapping[str, Any]) -> IOSignature | None:
     spec = target_spec["spec"]
     if spec.get("kind") == "induction":  # token ids -> next-token logits
         seq_len, vocab = int(spec["seq_len"]), int(spec["vocab_size"])
-        return IOSignature((seq_len,), torch.int64, (seq_len, vocab))
+        return IOSignature((seq_len,), torch.int64, (seq_len, vocab), vocab_size=vocab)
     n = int(spec["n_features"])
     return IOSignature((n,), torch.float32, (n,))
 

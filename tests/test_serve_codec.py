@@ -86,3 +86,19 @@ def test_store_names_from_paths_or_given():
     }
     with pytest.raises(ValueError, match="two stores are named 'a'"):
         name_stores(["x/a.zarr", "y/a.zarr"])
+
+
+def test_token_inputs_outside_the_vocabulary_are_refused_before_the_model():
+    """An out-of-range id would fail inside the embedding (INTERNAL); it is the caller's error."""
+    from services.serving.validation import decode_inputs
+    from spd_core.queries import io_signature
+
+    spec = {"kind": "toy", "spec": {"kind": "induction", "seq_len": 3, "vocab_size": 8}}
+    signature = io_signature(spec)
+    good = np.array([[0, 7, 3]], dtype=np.int64)
+    torch.testing.assert_close(
+        decode_inputs(to_proto(good), True, signature, 4, ""), torch.from_numpy(good)
+    )
+    for bad in ([[0, 8, 1]], [[0, 1, 2], [3, -1, 0]]):
+        with pytest.raises(RequestError, match=r"token ids outside \[0, 8\) \(first at input"):
+            decode_inputs(to_proto(np.array(bad, dtype=np.int64)), True, signature, 4, "")

@@ -60,6 +60,13 @@ def decode_inputs(
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         bad = int(np.argwhere(~np.isfinite(array))[0][0])
         raise invalid(f"inputs contain NaN or Inf (first at input {bad}); send finite values")
+    vocab = signature.vocab_size
+    if vocab is not None and array.size and (array.min() < 0 or array.max() >= vocab):
+        bad = int(np.argwhere((array < 0) | (array >= vocab))[0][0])
+        raise invalid(
+            f"inputs hold token ids outside [0, {vocab}) (first at input {bad}); "
+            f"this decomposition's vocabulary has {vocab} tokens"
+        )
     return torch.from_numpy(array)
 
 
