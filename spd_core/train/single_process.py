@@ -65,7 +65,7 @@ def decompose(
     if out is None and (resume or checkpoint_dir is not None):
         raise StoreError("resume and checkpoint_dir belong to a store: pass out=...")
     ckpt_dir = checkpoint_dir_for(out, checkpoint_dir) if out is not None else None
-    start_step, resume_from = _prepare(config, task, out, ckpt_dir, resume, overwrite)
+    resume_from = _prepare(config, task, out, ckpt_dir, resume, overwrite)
     plan = WorkerPlan(
         config=config,
         store=out,
@@ -75,11 +75,17 @@ def decompose(
         device=torch.device(device),
         checkpoint_every=checkpoint_every or default_checkpoint_every(config),
     )
-    meter = RateMeter(start_step)
+    meters: list[RateMeter] = []  # started at the first logged step, as a Ray job's relay is
 
     def on_log(record: LogRecord) -> None:
-        if progress is not None:
-            progress(progress_event(record, config.steps, meter.update(record.step)))
+        if progress is None:
+            return
+        if not meters:  # no rate yet: the time so far went to building and the warm-up
+            meters.append(RateMeter(record.step))
+            rate = 0.0
+        else:
+            rate = meters[0].update(record.step)
+        progress(progress_event(record, config.steps, rate))
 
     result = run_worker(
         plan,
@@ -103,11 +109,10 @@ def _prepare(
     ckpt_dir: Path | None,
     resume: bool,
     overwrite: bool,
-) -> tuple[int, Path | None]:
-    """Check the paths, then create the store or find the checkpoint to resume from: returns
-    (first step, checkpoint folder or None)."""
+) -> Path | None:
+    """Check the paths, then create the store or find the checkpoint folder to resume from."""
     if out is None:
-        return 0, None
+        return None
     assert ckpt_dir is not None
     check_run_paths(out, ckpt_dir, config, resume=resume, overwrite=overwrite)
     if resume:
@@ -117,8 +122,8 @@ def _prepare(
                 f"--resume: {ckpt_dir} holds no checkpoint of a --no-ray run; if {out} was "
                 "started as a Ray job, resume it without --no-ray"
             )
-        return found
+        return found[1]
     if ckpt_dir.exists():  # check_run_paths allowed it: left by an earlier run
         shutil.rmtree(ckpt_dir)
     create_store(out, build_component_model(config, task), config, task, overwrite=overwrite)
-    return 0, None
+    return None
