@@ -80,16 +80,7 @@ def load_component_model(
         store = FactorStore.open(store)
     config = config_from_dict(store.config, source=f"stored in {store.path}")
     target = target if target is not None else target_from_store(store)
-    model = ComponentModel(
-        target,
-        config.module_info,
-        ci_fn_type=config.ci_fn_type,
-        ci_fn_hidden_dims=config.ci_fn_hidden_dims,
-        ci_transformer=config.ci_transformer,
-        sigmoid_type=config.sigmoid_type,
-        output_attr=config.pretrained_model_output_attr,
-        tied_components=config.tied_components,
-    )
+    model = ComponentModel.from_config(target, config)  # eager CI kernels: no compiler needed
     with torch.no_grad():
         for name in model.module_names:
             comp = model.components_of(name)

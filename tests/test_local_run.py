@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -22,6 +21,7 @@ from spd_core.train.run import WorkerPlan, run_worker
 from spd_core.train.setup import build_component_model, create_store
 from spd_core.train.single_process import decompose
 from spd_core.train.step import make_optimizer
+from tests.stored_params import stored_params
 
 
 @pytest.fixture(scope="module")
@@ -35,15 +35,6 @@ def tms(cache_dir):
         update={"steps": 40, "batch_size": 64, "train_log_freq": 5, "eval_freq": 20}
     )
     return config, toy_task(config, torch.device("cpu"), cache_dir)
-
-
-def _params(path: Path) -> dict[str, np.ndarray]:
-    store = FactorStore.open(path)
-    out = {}
-    for module in store.modules:
-        out[f"{module}/U"], out[f"{module}/V"] = store.U(module), store.V(module)
-        out.update({f"{module}/ci/{k}": v for k, v in store.ci_fn_params(module).items()})
-    return out
 
 
 def _stop_at(step: int):
@@ -71,7 +62,7 @@ def test_a_stopped_run_resumes_to_exactly_the_uninterrupted_result(tms, tmp_path
     assert not ckpt_dir.exists()  # a finished run needs none
     store = FactorStore.open(out)
     assert store.curves()["step"].tolist() == list(range(5, 41, 5))  # 25 logged once, not twice
-    whole, resumed = _params(tmp_path / "whole.zarr"), _params(out)
+    whole, resumed = stored_params(tmp_path / "whole.zarr"), stored_params(out)
     assert whole.keys() == resumed.keys()
     for key in whole:  # the same RNG draws, Adam moments and steps: equal bit for bit
         np.testing.assert_array_equal(resumed[key], whole[key], err_msg=key)

@@ -27,6 +27,7 @@ from spd_core.train.loop import TrainingState, local_batch_size, new_generators,
 from spd_core.train.setup import build_component_model
 from spd_core.train.single_process import decompose
 from spd_core.train.step import make_optimizer
+from tests.stored_params import stored_params
 from tests.test_component_model import TinyLM
 
 SIGN = {"type": "sign", "lr_schedule": {"start_val": 0.1}}
@@ -337,15 +338,6 @@ def test_checkpoints_hold_the_sources_and_adams_moments_exactly(tms, tmp_path):
         assert all(v.requires_grad for v in back.values.values())
 
 
-def _params(path) -> dict[str, np.ndarray]:
-    store = FactorStore.open(path)
-    out = {}
-    for module in store.modules:
-        out[f"{module}/U"], out[f"{module}/V"] = store.U(module), store.V(module)
-        out.update({f"{module}/ci/{k}": v for k, v in store.ci_fn_params(module).items()})
-    return out
-
-
 def test_a_stopped_run_with_persistent_pgd_resumes_bit_for_bit(tms, tmp_path):
     config, task = tms
     decompose(config, task, out=tmp_path / "whole.zarr")
@@ -359,7 +351,7 @@ def test_a_stopped_run_with_persistent_pgd_resumes_bit_for_bit(tms, tmp_path):
         decompose(config, task, out=out, checkpoint_every=10, progress=stop_at_25)
     metrics = decompose(config, task, out=out, checkpoint_every=10, resume=True).metrics
     assert metrics["restarts"] == 1
-    whole, resumed = _params(tmp_path / "whole.zarr"), _params(out)
+    whole, resumed = stored_params(tmp_path / "whole.zarr"), stored_params(out)
     for key in whole:  # sources (and Adam's moments) restored exactly: the same run to the bit
         np.testing.assert_array_equal(resumed[key], whole[key], err_msg=key)
     curves = FactorStore.open(out).curves()

@@ -24,6 +24,7 @@ from spd_core.store import FactorStore, StoreError, verify_store
 from spd_core.task.toy import toy_task
 from spd_core.train.checkpoints import checkpoint_dir_for
 from spd_core.train.single_process import decompose
+from tests.stored_params import stored_params
 
 pytestmark = pytest.mark.ray
 
@@ -87,19 +88,8 @@ def _options(strategy: str, **kw) -> JobOptions:
     )
 
 
-def _params(path: Path) -> dict[str, np.ndarray]:
-    store = FactorStore.open(path)
-    out = {}
-    for module in store.modules:
-        out[f"{module}/U"] = store.U(module)
-        out[f"{module}/V"] = store.V(module)
-        for k, v in store.ci_fn_params(module).items():
-            out[f"{module}/ci/{k}"] = v
-    return out
-
-
 def _assert_same_params(a: Path, b: Path, atol: float) -> None:
-    pa, pb = _params(a), _params(b)
+    pa, pb = stored_params(a), stored_params(b)
     assert pa.keys() == pb.keys()
     for key in pa:
         np.testing.assert_allclose(pa[key], pb[key], rtol=0, atol=atol, err_msg=key)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from spd_core.config import GLOBAL_CI_FN_TYPES, CITransformerConfig, ModulePattern
+from spd_core.config import GLOBAL_CI_FN_TYPES, CITransformerConfig, Config, ModulePattern
 from spd_core.model.ci_functions import make_ci_fn
 from spd_core.model.components import Components, module_kind
 from spd_core.model.global_ci_functions import GlobalCIFunction, make_global_ci_fn
@@ -169,6 +169,28 @@ class ComponentModel(nn.Module):
         self._target_modules = {name: modules[name] for name in self.module_names}
         check_ties(self.components_by_name(), self.tied_components)
         tie(self.components_by_name(), self.tied_components)
+
+    @classmethod
+    def from_config(
+        cls,
+        target: nn.Module,
+        config: Config,
+        generator: torch.Generator | None = None,
+        compile_ci_fn: bool = False,
+    ) -> ComponentModel:
+        """The components and CI functions `config` describes, around `target`."""
+        return cls(
+            target,
+            config.module_info,
+            ci_fn_type=config.ci_fn_type,
+            ci_fn_hidden_dims=config.ci_fn_hidden_dims,
+            ci_transformer=config.ci_transformer,
+            sigmoid_type=config.sigmoid_type,
+            output_attr=config.pretrained_model_output_attr,
+            generator=generator,
+            compile_ci_fn=compile_ci_fn,
+            tied_components=config.tied_components,
+        )
 
     def components_by_name(self) -> dict[str, Components]:
         """Every decomposed module's Components, by module name."""

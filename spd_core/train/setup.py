@@ -19,17 +19,11 @@ from spd_core.train.seeding import generator
 def build_component_model(config: Config, task: DecompositionTask) -> ComponentModel:
     """Components and CI functions for the target, initialised from the config's seed; refuses
     `eval.l0_groups` patterns that match no decomposed module."""
-    model = ComponentModel(
+    model = ComponentModel.from_config(
         task.target,
-        config.module_info,
-        ci_fn_type=config.ci_fn_type,
-        ci_fn_hidden_dims=config.ci_fn_hidden_dims,
-        ci_transformer=config.ci_transformer,
-        sigmoid_type=config.sigmoid_type,
-        output_attr=config.pretrained_model_output_attr,
-        generator=generator(config.seed, "init", torch.device("cpu")),
+        config,
+        generator(config.seed, "init", torch.device("cpu")),
         compile_ci_fn=config.compile_ci_fn,
-        tied_components=config.tied_components,
     )
     l0_group_members(config.eval.l0_groups, model.module_names)
     return model
