@@ -288,6 +288,11 @@ class EvalConfig(_Strict):
     l0_groups: dict[str, str | list[str]] = Field(
         default={}, description="L0 summed over modules matching fnmatch pattern(s), by name"
     )
+    during_training: bool = Field(
+        default=False,
+        description="also run this whole evaluation every eval_freq steps (same held-out "
+        "batches each time) and record it in the store's curves; ddp or one process only",
+    )
 
 
 class ToyTargetConfig(_Strict):

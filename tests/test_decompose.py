@@ -7,12 +7,14 @@ import pytest
 import torch
 
 from services.cli import main
+from spd_core.config import ConfigError
 from spd_core.eval.evaluation import one_hot_ci
 from spd_core.loading import load_component_model
 from spd_core.model.ci_mlp_compiled import compiled_kernels_work, compiled_per_component_gelu_mlp
 from spd_core.presets import resolve_config
 from spd_core.store import FactorStore, StoreError
 from spd_core.task.toy import toy_task
+from spd_core.train.parallel.sharding import check_fsdp_supports
 from spd_core.train.single_process import decompose
 
 
@@ -95,6 +97,41 @@ def test_evaluation_figures_are_logged_every_eval_freq_steps_without_changing_th
     last = {k: v[-1] for k, v in other_store.curves().items()}
     for key in ("identity_ci_error/linear1", "identity_ci_error/linear2", "mmcs/linear1"):
         assert last[key] == pytest.approx(other_store.metrics[key], rel=1e-6), key
+
+
+def test_whole_evaluation_during_training_is_recorded_without_changing_the_run(short_run, tmp_path):
+    config, task, _, out, _ = short_run
+    during = config.model_copy(
+        update={
+            "eval_freq": 30,  # due at the logged steps 40 and 60
+            "eval": config.eval.model_copy(update={"during_training": True}),
+        }
+    )
+    events = []
+    store_path = tmp_path / "evaluated.zarr"
+    decompose(during, task, out=store_path, progress=events.append)
+    store = FactorStore.open(store_path)
+    curves = store.curves()
+    np.testing.assert_array_equal(
+        curves["loss/total"], FactorStore.open(out).curves()["loss/total"]
+    )
+    assert np.isnan(curves["eval/l0/total"][0]) and np.isfinite(curves["eval/l0/total"][1:]).all()
+    # at the last step it is the final evaluation: same model, same held-out batches
+    for key in ("l0/total", "l0/linear1", "loss/StochasticReconLoss", "mmcs/linear1"):
+        assert curves[f"eval/{key}"][-1] == pytest.approx(store.metrics[key], rel=1e-6), key
+    older, last = curves["eval/loss/StochasticReconLoss"][1:]
+    assert older != last  # the model of 20 steps before
+    line = events[-1].line()
+    assert "eval/l0/total=" in line and "eval/l0/linear1" not in line
+
+
+def test_evaluation_during_training_is_refused_under_fsdp():
+    config = resolve_config("tms-5-2-id")
+    config = config.model_copy(
+        update={"eval": config.eval.model_copy(update={"during_training": True})}
+    )
+    with pytest.raises(ConfigError, match=r"eval\.during_training"):
+        check_fsdp_supports(config)
 
 
 def test_training_reduces_the_loss(short_run):

@@ -44,8 +44,8 @@ def test_exact_factorisation_has_zero_kl_unmasked_and_full_unrecovered_at_zero()
 
 def test_ce_recovery_is_computed_from_batch_averaged_ces():
     metric = CEKLMetric()
-    metric.update({"ce_target": 1.0, "ce_zero": 5.0, "ce_ci": 2.0, "kl_ci": 0.5})
-    metric.update({"ce_target": 3.0, "ce_zero": 11.0, "ce_ci": 6.0, "kl_ci": 1.5})
+    metric.update({"ce_target": 1.0, "ce_zero": 5.0, "ce_ci": 2.0, "kl_ci": 0.5, "kl_zero": 3.0})
+    metric.update({"ce_target": 3.0, "ce_zero": 11.0, "ce_ci": 6.0, "kl_ci": 1.5, "kl_zero": 5.0})
     out = metric.compute()
     # means: target 2, zero 8, ci 4 -> unrecovered (4 - 2) / (8 - 2) = 1/3, not the mean of the
     # per-batch ratios 1/4 and 3/8; kl averages plainly
@@ -53,6 +53,8 @@ def test_ce_recovery_is_computed_from_batch_averaged_ces():
     assert out["ce_difference_ci"] == pytest.approx(2.0)
     assert out["ce_unrecovered_zero"] == pytest.approx(1.0)
     assert out["kl_ci"] == pytest.approx(1.0)
+    assert out["kl_unrecovered_ci"] == pytest.approx(1.0 / 4.0)  # mean KL 1 over mean KL_zero 4
+    assert out["kl_unrecovered_zero"] == pytest.approx(1.0)
     assert "ce_unrecovered_target" not in out
 
 

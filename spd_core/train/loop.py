@@ -34,7 +34,8 @@ from spd_core.train.step import clip_gradients, step_loss
 class LogRecord:
     """Loss terms and L0 (per module, per `eval.l0_groups` group and total) at one logged step
     (averaged over ranks), the LR, and at the first logged step from each multiple of
-    `eval_freq` on, the data-free evaluation figures."""
+    `eval_freq` on, the data-free evaluation figures (and, with `eval.during_training`, the whole
+    evaluation under `eval/`)."""
 
     step: int
     terms: dict[str, float]
@@ -89,13 +90,15 @@ def run_steps(
     sync_gradients: Callable[[], None] | None = None,
     on_log: Callable[[LogRecord], None] | None = None,
     after_step: Callable[[TrainingState], None] | None = None,
+    evaluate_now: Callable[[int], dict[str, float]] | None = None,
 ) -> None:
     """Optimise from `state.step` to `config.steps`.
 
     `sync_gradients` runs between backward and the optimiser step (DDP's all-reduce); `on_log`
     gets a record every `train_log_freq` steps and at the last; `after_step` runs after every
-    step (checkpointing). With several ranks the logged values are averaged over them, which is
-    a collective: every rank must take part.
+    step (checkpointing); `evaluate_now(step)`, where given, adds its figures under `eval/` to
+    the records due for the evaluation figures. With several ranks the logged values are
+    averaged over them, which is a collective: every rank must take part.
     """
     b = local_batch_size(config, world_size)
     ranks = RankGroup(world_size) if world_size > 1 else None
@@ -127,6 +130,8 @@ def run_steps(
             record = LogRecord(done, *_mean_over_ranks(terms, l0, world_size), lr)
             if done % config.eval_freq < config.train_log_freq:
                 record.probes = probe_metrics(state.model, config, task.n_features)
+                if evaluate_now is not None:
+                    record.probes.update({f"eval/{k}": v for k, v in evaluate_now(done).items()})
             on_log(record)
         if after_step is not None:
             after_step(state)

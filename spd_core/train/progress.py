@@ -10,6 +10,17 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from spd_core.train.loop import LogRecord
 
+# Of the whole evaluation run during training (`eval/…`, every figure goes to the store's
+# curves), the ones the progress line shows
+EVAL_HEADLINE = (
+    "eval/lm/ce_unrecovered_ci",
+    "eval/lm/ce_unrecovered_rounded",
+    "eval/lm/ce_unrecovered_stoch",
+    "eval/lm/ce_unrecovered_pgd",
+    "eval/pgd/recon",
+    "eval/l0/total",
+)
+
 
 @dataclass
 class ProgressEvent:
@@ -23,7 +34,9 @@ class ProgressEvent:
 
     def line(self) -> str:
         """`step 100/1000 | loss/… | L0 … | 35.2 steps/s | ETA 0:00:26`, then the evaluation
-        figures on their own line when the step has them (`  eval mmcs/linear1=0.9998 …`)."""
+        figures on their own line when the step has them (`  eval mmcs/linear1=0.9998 …`); of
+        the whole evaluation during training, its headline figures. The first line, before any
+        rate is known, shows `-- steps/s`."""
         terms = " ".join(f"{k}={v:.3g}" for k, v in self.terms.items())
         l0 = " ".join(f"{k}={v:.2f}" for k, v in self.l0.items())
         eta = (
@@ -34,10 +47,13 @@ class ProgressEvent:
         width = len(str(self.steps))
         line = (
             f"step {self.step:>{width}}/{self.steps} | {terms} | L0 {l0} | "
-            f"{self.steps_per_s:.1f} steps/s | ETA {eta}"
+            f"{f'{self.steps_per_s:.1f}' if self.steps_per_s > 0 else '--'} steps/s | ETA {eta}"
         )
-        if self.probes:
-            line += "\n  eval " + " ".join(f"{k}={v:.4g}" for k, v in self.probes.items())
+        shown = {
+            k: v for k, v in self.probes.items() if not k.startswith("eval/") or k in EVAL_HEADLINE
+        }
+        if shown:
+            line += "\n  eval " + " ".join(f"{k}={v:.4g}" for k, v in shown.items())
         return line
 
 

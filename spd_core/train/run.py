@@ -132,6 +132,7 @@ def run_worker(
         else None,
         on_log=log,
         after_step=after_step,
+        evaluate_now=_periodic_evaluation(plan, task, model) if rank == 0 else None,
     )
     if writer is not None:
         _write_owned_rows(writer, model, rank, world)
@@ -169,6 +170,29 @@ def _gathered_model(
     if untrained:
         raise RuntimeError(f"gathered state lacks {untrained}")
     return model
+
+
+def _periodic_evaluation(
+    plan: WorkerPlan, task: DecompositionTask, model: ComponentModel
+) -> Callable[[int], dict[str, float]] | None:
+    """With `eval.during_training`, the whole evaluation at a given step, on the same held-out
+    batches each time (its own generator: the run's course does not change)."""
+    config = plan.config
+    if not config.eval.during_training:
+        return None
+
+    def evaluate_at(step: int) -> dict[str, float]:
+        return evaluate(
+            model,
+            config,
+            task.eval_batch_fn or task.batch_fn,
+            generator(config.seed, "eval", plan.device),
+            step,
+            task.n_features,
+            task.causal_lm,
+        )
+
+    return evaluate_at
 
 
 def _final_metrics(

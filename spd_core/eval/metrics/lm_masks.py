@@ -68,16 +68,22 @@ def masked_ce_kl(
 
 
 def with_ce_recovery(values: dict[str, float]) -> dict[str, float]:
-    """Adds ce_difference_<mask> = CE − CE_target and ce_unrecovered_<mask> =
-    (CE − CE_target) / (CE_zero − CE_target) (0: as good as the target, 1: as bad as ablating all)."""
+    """Adds ce_difference_<mask> = CE − CE_target, ce_unrecovered_<mask> =
+    (CE − CE_target) / (CE_zero − CE_target) (0: as good as the target, 1: as bad as ablating all)
+    and, likewise for the KL to the target, kl_unrecovered_<mask> = KL / KL_zero."""
     out = dict(values)
     ce_target = values["ce_target"]
     denom = values["ce_zero"] - ce_target
+    kl_zero = values.get("kl_zero", 0.0)
     for key, value in values.items():
         if key.startswith("ce_") and key != "ce_target":
             name = key.removeprefix("ce_")
             out[f"ce_difference_{name}"] = value - ce_target
             out[f"ce_unrecovered_{name}"] = (value - ce_target) / denom if denom else float("nan")
+        if key.startswith("kl_") and "kl_zero" in values:
+            out[f"kl_unrecovered_{key.removeprefix('kl_')}"] = (
+                value / kl_zero if kl_zero else float("nan")
+            )
     return out
 
 

@@ -40,6 +40,11 @@ def check_fsdp_supports(config: Config) -> None:
             f"but ci_fn_type '{config.ci_fn_type}' is one network over every module's input; "
             "use --strategy ddp (the global CI function is replicated, its gradients averaged)"
         )
+    if config.eval.during_training:
+        raise ConfigError(
+            "eval.during_training evaluates the whole model on one rank, but --strategy fsdp "
+            "keeps it sharded; use --strategy ddp or set eval.during_training: false"
+        )
 
 
 def shard_components(model: ComponentModel) -> None:
