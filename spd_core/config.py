@@ -394,6 +394,11 @@ class Config(_Strict):
     train_log_freq: PositiveInt = 100
     eval_freq: PositiveInt = 1000  # steps between the data-free evaluation figures in the curves
     eval: EvalConfig = EvalConfig()
+    shard_target: bool = Field(
+        default=False,
+        description="Ray Train with --strategy fsdp: shard the frozen target's blocks (layers, "
+        "embeddings, head) over the workers too, each gathered only while it runs",
+    )
 
     @model_validator(mode="after")
     def _check_ci_fn(self) -> Config:

@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from services.train.job import JobOptions, run_job
-from spd_core.config import ConfigError, ModulePattern
+from spd_core.config import ModulePattern
 from spd_core.model.component_model import ComponentModel
 from spd_core.model.tied_components import TiedComponentsError, ties_hold
 from spd_core.presets import resolve_config
@@ -113,14 +112,6 @@ def test_a_decomposition_stores_tgt_factors_equal_to_src_factors(tmp_path):
     store = FactorStore.open(tmp_path / "tied.zarr")
     assert (store.U("linear2") == store.V("linear1")).all()
     assert (store.V("linear2") == store.U("linear1")).all()
-
-
-def test_fsdp_refuses_ties_before_starting_ray(tmp_path):
-    config = resolve_config("tms-5-2")
-    task = toy_task(config, torch.device("cpu"), tmp_path / "cache")
-    with pytest.raises(ConfigError, match=r"--strategy fsdp .* untie tied_components"):
-        run_job(config, task, tmp_path / "x.zarr", JobOptions(workers=2, strategy="fsdp"))
-    assert not (tmp_path / "x.zarr").exists()
 
 
 def test_no_optimizer_param_group_holds_two_views_of_one_storage():

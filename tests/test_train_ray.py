@@ -1,6 +1,6 @@
 """Decomposition as a Ray Train job on a real local Ray: 2 workers equal one process under ddp
-and fsdp, a killed worker is replaced and the run resumes exactly, `--resume` continues a failed
-run. Each Ray Train run costs ~20 s of start-up here, so each test makes the most of one."""
+and fsdp (with the target sharded too), a killed worker is replaced and the run resumes exactly,
+`--resume` continues a failed run. Each Ray Train run costs ~20 s of start-up here, so each test makes the most of one."""
 
 from __future__ import annotations
 
@@ -152,16 +152,23 @@ def test_registered_checkpoints_are_read_from_the_file_ray_writes():
     assert RAY_SNAPSHOT_NAME == CHECKPOINT_MANAGER_SNAPSHOT_FILENAME
 
 
-def test_fsdp_with_a_killed_worker_equals_one_process(
-    tmp_path, task, one_process_untied, ray_session
-):
+def _killed_run(out: Path, task, config) -> Path:
+    """A 2-worker fsdp run of `config` in which a worker is killed after the first checkpoint."""
+    killer = KillOneWorker(CHECKPOINT_EVERY + 10, out)
+    run_job(config, task, out, _options("fsdp", max_failures=2), progress=killer)
+    assert killer.killed is not None
+    return out
+
+
+@pytest.fixture(scope="module")
+def fsdp_killed(tmp_path_factory, task, ray_session) -> Path:
+    return _killed_run(tmp_path_factory.mktemp("fsdp") / "killed.zarr", task, _config(tied=False))
+
+
+def test_fsdp_with_a_killed_worker_equals_one_process(fsdp_killed, one_process_untied):
     """A worker dies after the first checkpoint: it is replaced, the run resumes from the
     checkpoint and ends with the parameters (and quality) of a run without the failure."""
-    out = tmp_path / "killed.zarr"
-    one_process = one_process_untied
-    killer = KillOneWorker(CHECKPOINT_EVERY + 10, out)
-    run_job(_config(tied=False), task, out, _options("fsdp", max_failures=2), progress=killer)
-    assert killer.killed is not None
+    out, one_process = fsdp_killed, one_process_untied
     store = FactorStore.open(out)  # complete
     assert store.metrics["restarts"] == 1 and store.metrics["workers"] == 2
     assert store.curves()["step"].tolist() == list(range(10, 121, 10))  # redone, not repeated
@@ -174,6 +181,30 @@ def test_fsdp_with_a_killed_worker_equals_one_process(
     assert mmcs[11] == pytest.approx(store.metrics["mmcs/linear1"], abs=1e-6)
     factor = zarr.open_array(out / "modules" / "linear2" / "V", mode="r")
     assert factor.chunks == (10, 2)  # FSDP shards: rows [0, 10) and [10, 20)
+
+
+def test_sharded_target_with_a_killed_worker_equals_unsharded_fsdp(
+    tmp_path, task, fsdp_killed, one_process_untied, ray_session
+):
+    """The target's blocks sharded too (tms-5-2: linear1 and linear2, one unit each): a worker
+    killed mid-run is replaced, the run resumes exactly, and it ends with the parameters and
+    quality of the 2-worker fsdp run whose target is whole on every worker."""
+    config = _config(tied=False).model_copy(update={"shard_target": True})
+    out = _killed_run(tmp_path / "sharded.zarr", task, config)
+    store = FactorStore.open(out)  # complete
+    assert store.metrics["restarts"] == 1 and store.metrics["workers"] == 2
+    assert store.curves()["step"].tolist() == list(range(10, 121, 10))
+    _assert_same_params(out, fsdp_killed, atol=1e-6)
+    reference = FactorStore.open(fsdp_killed).metrics
+    for key in ("mmcs/linear1", "ml2r/linear1", "l0/linear1", "alive/linear1"):
+        assert store.metrics[key] == pytest.approx(reference[key], abs=1e-5), key
+    # float32 bytes held for the target: linear1.weight (2, 5), linear2.weight (5, 2) and
+    # linear2.bias (5), and the components' copies of both weights and of the bias. Whole: 50
+    # values. Sharded by rows, rank 0 holds the most: 1 row of (2, 5), 3 of (5, 2), 3 of the
+    # bias, and of the copies 1 + 3 rows plus the (replicated) bias: 5+6+3+5+6+5 = 30 values.
+    whole = FactorStore.open(one_process_untied).metrics["memory/target_bytes_per_worker"]
+    assert (whole, store.metrics["memory/target_bytes_per_worker"]) == (200, 120)
+    assert reference["memory/target_bytes_per_worker"] == 200  # fsdp alone: the target is whole
 
 
 def test_resume_continues_a_failed_run(tmp_path, task, one_process, ray_session):

@@ -20,6 +20,7 @@ from spd_core.task import make_task
 from spd_core.text.corpora import CorpusError
 from spd_core.train.checkpoints import checkpoint_dir_for
 from spd_core.train.parallel.sharding import STRATEGIES
+from spd_core.train.parallel.target_sharding import check_shard_target_strategy
 from spd_core.train.progress import ProgressEvent
 from spd_core.train.single_process import decompose
 
@@ -68,8 +69,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=STRATEGIES,
         default="ddp",
         help="ddp: every worker holds all components, gradients averaged; fsdp: each module's "
-        "components and CI function are sharded over the workers; configs with "
-        "tied_components need ddp (default ddp)",
+        "components and CI function are sharded over the workers (default ddp)",
+    )
+    ray_opts.add_argument(
+        "--shard-target",
+        action="store_true",
+        help="with --strategy fsdp: shard the frozen target's blocks (layers, embeddings, head) "
+        "over the workers too, for a model that does not fit one worker; each block is gathered "
+        "for every pass through it (config field shard_target)",
     )
     ray_opts.add_argument(
         "--address",
@@ -101,7 +108,11 @@ def run(args: argparse.Namespace) -> int:
         updates = {k: getattr(args, k) for k in ("steps", "seed") if getattr(args, k) is not None}
         if updates.get("steps", 1) <= 0:
             return _fail("--steps must be positive")
+        if args.shard_target:
+            updates["shard_target"] = True
         config = config.model_copy(update=updates)
+        if config.shard_target:
+            check_shard_target_strategy(None if args.no_ray else args.strategy)
         if args.no_ray:
             return _run_here(args, config)
         return _run_on_ray(args, config)
@@ -173,11 +184,14 @@ def _run_on_ray(args: argparse.Namespace, config: Config) -> int:
         overwrite=args.overwrite,
         verbose=args.verbose,
     )
-    task = make_task(config, torch.device("cpu"))
+    # shard_target: the driver needs a Hugging Face model's shapes only, never its weights
+    task = make_task(config, torch.device("cpu"), target_on_meta=config.shard_target)
     verb = "resuming" if args.resume else "decomposing"
+    target = ", target sharded" if config.shard_target else ""
     print(
         f"{verb} {args.config} for {config.steps} steps into {args.out} "
-        f"({args.workers} worker{'s' if args.workers > 1 else ''}, {args.strategy}, Ray Train)",
+        f"({args.workers} worker{'s' if args.workers > 1 else ''}, {args.strategy}{target}, "
+        "Ray Train)",
         flush=True,
     )
     try:

@@ -21,6 +21,7 @@ from spd_core.task import DecompositionTask
 from spd_core.train.checkpoints import checkpoint_dir_for, default_checkpoint_every
 from spd_core.train.loop import local_batch_size
 from spd_core.train.parallel.sharding import Strategy, check_fsdp_supports, rows_per_shard
+from spd_core.train.parallel.target_sharding import check_target_sharding
 from spd_core.train.progress import ProgressEvent
 from spd_core.train.setup import build_component_model, create_store
 
@@ -54,13 +55,10 @@ def run_job(
     if options.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {options.workers}")
     local_batch_size(config, options.workers)
-    if options.strategy == "fsdp" and config.tied_components:
-        raise ConfigError(
-            "--strategy fsdp shards each module's factors on its own, which would untie "
-            f"tied_components {config.tied_components}; use --strategy ddp, or drop the ties"
-        )
     if options.strategy == "fsdp":
         check_fsdp_supports(config)
+    if config.shard_target:
+        check_target_sharding(task.target, options.strategy, options.workers)
     ckpt_dir = checkpoint_dir_for(out, options.checkpoint_dir)
     check_job_paths(out, ckpt_dir, config, resume=options.resume, overwrite=options.overwrite)
     started = connect(options.address, verbose=options.verbose)

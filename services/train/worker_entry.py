@@ -26,10 +26,12 @@ def train_loop_per_worker(job: dict[str, Any]) -> None:
     torch.set_num_threads(job["threads"])
     device = ray.train.torch.get_device()
     config = config_from_dict(job["config"], source="the job's config")
+    # shard_target: the target's parameters stay on the meta device; each worker reads its rows
+    on_meta = config.shard_target
     if job["target_state"] is not None:  # a toy target: exactly the weights the driver trained
-        task = toy_task_from_state(job["target_spec"], job["target_state"], device)
+        task = toy_task_from_state(job["target_spec"], job["target_state"], device, on_meta)
     else:  # a pretrained model: every worker loads it from the same local files
-        task = make_task(config, device)
+        task = make_task(config, device, target_on_meta=on_meta)
     plan = WorkerPlan(
         config=config,
         store=job["store"],

@@ -126,6 +126,7 @@ def probe_metrics(
     if gt is not None:
         comp = model.components_of(gt)
         U, V = full_value(comp.U.detach()), full_value(comp.V.detach())
-        out.update({f"{k}/{gt}": v for k, v in mmcs_ml2r(U, V, comp.weight).items()})
+        W = full_value(comp.weight)  # sharded with the factors under target sharding
+        out.update({f"{k}/{gt}": v for k, v in mmcs_ml2r(U, V, W).items()})
     reshard(model)
     return out

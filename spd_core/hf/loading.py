@@ -24,17 +24,25 @@ from spd_core.hf.packaged import PACKAGED_MODELS, HFModelError, packaged_model_p
 from spd_core.targets.registry import default_cache_dir
 from spd_core.targets.tiny_llama.build import built_tiny_llama
 from spd_core.targets.tiny_llama.spec import TINY_LLAMAS
+from spd_core.targets.weights import (
+    SafetensorsWeights,
+    TargetWeights,
+    TorchFileWeights,
+    parameters_on_meta,
+)
 
 WEIGHTS = "weights.pt"
 
 
 @dataclass
 class HFTarget:
-    """A frozen pretrained model, its tokenizer and the spec a store records to rebuild it."""
+    """A frozen pretrained model, its tokenizer and the spec a store records to rebuild it.
+    `weights` is where a model built with its parameters on the meta device reads them."""
 
     model: nn.Module
     tokenizer: Any
     spec: dict[str, Any]
+    weights: TargetWeights | None = None
 
     @property
     def causal_lm(self) -> bool:
@@ -124,9 +132,14 @@ def _frozen(model: nn.Module) -> nn.Module:
 
 
 def load_hf_target(
-    model: str, model_class: str | None = None, cache_dir: Path | None = None
+    model: str,
+    model_class: str | None = None,
+    cache_dir: Path | None = None,
+    on_meta: bool = False,
 ) -> HFTarget:
-    """The model named by a packaged name or local path, in fp32, frozen, in eval mode."""
+    """The model named by a packaged name or local path, in fp32, frozen, in eval mode. With
+    `on_meta` its parameters stay on the meta device, and `weights` reads them from the files
+    (target sharding: each rank then reads only its rows)."""
     require("transformers", f"the Hugging Face target {model!r}")
     from transformers import AutoConfig, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -140,7 +153,10 @@ def load_hf_target(
     try:
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
         cls = _model_class(config, model_class)
-        if gguf_sha is None:
+        weights = None
+        if on_meta:
+            net, weights = _on_meta(cls, config, folder, gguf_sha is not None)
+        elif gguf_sha is None:
             net = cls.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
         else:
             net = cls(config)
@@ -164,7 +180,31 @@ def load_hf_target(
         "context_length": int(getattr(config, "max_position_embeddings", 0) or 0) or None,
         "vocab_size": int(net.get_input_embeddings().num_embeddings),
     }
-    return HFTarget(net, tokenizer, spec)
+    return HFTarget(net, tokenizer, spec, weights)
+
+
+def _on_meta(
+    cls: type, config: Any, folder: Path, converted: bool
+) -> tuple[nn.Module, TargetWeights]:
+    """The model with its parameters on the meta device, and the source of its weights."""
+    with parameters_on_meta():
+        net = cls(config)
+    net.tie_weights()  # a tied head shares its embedding's (meta) parameter
+    weights = TorchFileWeights(folder / WEIGHTS) if converted else _folder_weights(folder)
+    if weights is None:
+        raise HFModelError(
+            f"target sharding reads each rank's rows of the weights from safetensors or torch "
+            f"files, and {folder} has neither model.safetensors(.index.json) nor "
+            "pytorch_model.bin; convert the model to safetensors, or drop --shard-target"
+        )
+    return net, weights
+
+
+def _folder_weights(folder: Path) -> TargetWeights | None:
+    weights = SafetensorsWeights.of_folder(folder)
+    if weights is None and (folder / "pytorch_model.bin").is_file():
+        return TorchFileWeights(folder / "pytorch_model.bin")
+    return weights
 
 
 def hf_target_from_spec(spec: dict[str, Any], cache_dir: Path | None = None) -> HFTarget:

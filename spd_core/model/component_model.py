@@ -157,7 +157,7 @@ class ComponentModel(nn.Module):
             if not is_global:
                 hidden = self.ci_fn_hidden_dims
                 fn = make_ci_fn(ci_fn_type, C, comp.d_in, hidden, generator, compile_ci_fn)
-                self.ci_fns[_key(name)] = fn.to(comp.weight.device)
+                self.ci_fns[_key(name)] = fn.to(comp.V.device)
         self.global_ci_fn: GlobalCIFunction | None = None
         if is_global:  # an embedding reads its inner activations (C values), not token ids
             comps = self.components_by_name()
@@ -165,7 +165,7 @@ class ComponentModel(nn.Module):
             fn = make_global_ci_fn(
                 ci_fn_type, d_in, self.C, self.ci_fn_hidden_dims, ci_transformer, generator
             )
-            self.global_ci_fn = fn.to(comps[self.module_names[0]].weight.device)
+            self.global_ci_fn = fn.to(comps[self.module_names[0]].V.device)
         self._target_modules = {name: modules[name] for name in self.module_names}
         check_ties(self.components_by_name(), self.tied_components)
         tie(self.components_by_name(), self.tied_components)
@@ -210,7 +210,8 @@ class ComponentModel(nn.Module):
         return self.ci_fns[_key(name)]
 
     def component_parameters(self) -> list[nn.Parameter]:
-        return list(self.components.parameters())
+        """Every U and V (not a frozen copy of a target weight, see `shard_target`)."""
+        return [p for p in self.components.parameters() if p.requires_grad]
 
     def ci_parameters(self) -> list[nn.Parameter]:
         """Every CI-function parameter: the per-module functions' or the global one's."""

@@ -53,7 +53,8 @@ class Components(nn.Module):
         self.register_buffer(
             "bias", None if bias is None else bias.detach().float().clone(), persistent=False
         )
-        dev = weight.device
+        # a target on the meta device (target sharding) gets its weights later; the factors not
+        dev = torch.device("cpu") if weight.is_meta else weight.device
         self.V = nn.Parameter(
             torch.randn(C, self.d_in, generator=generator).to(dev) / math.sqrt(self.d_in)
         )

@@ -26,6 +26,7 @@ from spd_core.targets.spec import ToyTargetSpec
 from spd_core.targets.tms import TMSModel
 from spd_core.targets.training import build_model, train_toy_target, training_data
 from spd_core.targets.validation import validate_target
+from spd_core.targets.weights import parameters_on_meta
 
 TargetSpec = ToyTargetSpec | InductionSpec
 TargetModel = TMSModel | ResidualMLP | InductionTransformer
@@ -131,8 +132,14 @@ def _frozen(spec: TargetSpec, model: TargetModel) -> ToyTarget:
     return ToyTarget(model=model, data=target_data(spec), spec=spec)
 
 
-def toy_target_from_state(spec: TargetSpec, state_dict: Mapping[str, Tensor]) -> ToyTarget:
-    """Rebuild a target from stored weights (no training, no check)."""
+def toy_target_from_state(
+    spec: TargetSpec, state_dict: Mapping[str, Tensor], on_meta: bool = False
+) -> ToyTarget:
+    """Rebuild a target from stored weights (no training, no check). With `on_meta` its
+    parameters stay on the meta device (shapes only): target sharding fills them later."""
+    if on_meta:
+        with parameters_on_meta():
+            return _frozen(spec, build_target_model(spec))
     model = build_target_model(spec)
     model.load_state_dict(state_dict, strict=True)
     return _frozen(spec, model)

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from spd_core.targets.weights import TargetWeights
+
 BatchFn = Callable[[int, torch.Generator | None], Tensor]
 
 
@@ -21,7 +23,8 @@ class DecompositionTask:
     `eval_batch_fn` draws evaluation batches from held-out data (default: `batch_fn`);
     `causal_lm` adds next-token CE/KL under masks to the evaluation. A batch source that ignores
     the generator (a text stream) gives `skip_batches(n_batches, batch_size)`, which moves it past
-    the batches a resumed run already trained on.
+    the batches a resumed run already trained on. A target built with its parameters on the meta
+    device (for target sharding) reads them from `target_weights`.
     """
 
     target: nn.Module
@@ -32,3 +35,4 @@ class DecompositionTask:
     eval_batch_fn: BatchFn | None = None
     causal_lm: bool = False
     skip_batches: Callable[[int, int], None] | None = None
+    target_weights: TargetWeights | None = None

@@ -16,7 +16,10 @@ from spd_core.text.windows import WindowStream, eval_windows
 
 
 def hf_task(
-    config: Config, device: torch.device, cache_dir: Path | None = None
+    config: Config,
+    device: torch.device,
+    cache_dir: Path | None = None,
+    target_on_meta: bool = False,
 ) -> DecompositionTask:
     """Load the model (local files only), check the module patterns and the window length, and
     stream train / eval windows of the configured corpus from the cache.
@@ -24,7 +27,9 @@ def hf_task(
     The batch functions ignore their generator: training windows stream from a shuffle seeded
     by `config.seed` (a resumed run skips the windows its finished steps used); evaluation
     cycles through one fixed held-out slice (the first n_eval_batches × eval batch size windows
-    of the eval split), so every evaluation, at any step, sees the same text.
+    of the eval split), so every evaluation, at any step, sees the same text. With
+    `target_on_meta` the model's parameters stay on the meta device and the task's
+    `target_weights` reads them.
     """
     target_cfg = config.target
     if not isinstance(target_cfg, HFTargetConfig):
@@ -34,7 +39,7 @@ def hf_task(
             "pretrained_model_output_attr: a Hugging Face model returns a ModelOutput; name the "
             "tensor to compare, e.g. logits (causal LMs) or last_hidden_state (encoders)"
         )
-    hf = load_hf_target(target_cfg.model, target_cfg.model_class, cache_dir)
+    hf = load_hf_target(target_cfg.model, target_cfg.model_class, cache_dir, target_on_meta)
     select_modules(hf.model, config.module_info)  # fail on bad patterns before reading data
     seq_len = target_cfg.data.seq_len
     if hf.spec["context_length"] and seq_len > hf.context_length:
@@ -63,10 +68,11 @@ def hf_task(
         return held_out[start : start + eval_size].to(device)
 
     return DecompositionTask(
-        target=hf.model.to(device),
+        target=hf.model if target_on_meta else hf.model.to(device),
         batch_fn=batch_fn,
         target_spec=hf.spec,
         eval_batch_fn=eval_batch_fn,
         causal_lm=hf.causal_lm,
         skip_batches=lambda n_batches, batch_size: train.skip(n_batches * batch_size),
+        target_weights=hf.weights,
     )

@@ -12,11 +12,16 @@ from spd_core.task.toy import toy_task
 
 
 def make_task(
-    config: Config, device: torch.device, cache_dir: Path | None = None
+    config: Config,
+    device: torch.device,
+    cache_dir: Path | None = None,
+    target_on_meta: bool = False,
 ) -> DecompositionTask:
-    """The task for the config's target: a toy target or a Hugging Face model."""
+    """The task for the config's target: a toy target or a Hugging Face model. With
+    `target_on_meta` a Hugging Face model's parameters stay on the meta device, to be read
+    from its files later (target sharding); a toy target is always built whole (it is small)."""
     if config.target is not None and config.target.kind == "hf":
         from spd_core.task.hf import hf_task
 
-        return hf_task(config, device, cache_dir)
+        return hf_task(config, device, cache_dir, target_on_meta)
     return toy_task(config, device, cache_dir)

@@ -21,6 +21,7 @@ from spd_core.targets.registry import (
     toy_target_spec,
 )
 from spd_core.targets.tiny_llama.spec import TINY_LLAMAS
+from spd_core.targets.weights import StateDictWeights
 from spd_core.task.definition import DecompositionTask
 
 # Toy target kinds whose inputs are (batch, features) vectors, not sequences.
@@ -57,17 +58,30 @@ def toy_task(
 
 
 def toy_task_from_state(
-    target_spec: dict[str, Any], state: dict[str, Tensor], device: torch.device
+    target_spec: dict[str, Any],
+    state: dict[str, Tensor],
+    device: torch.device,
+    target_on_meta: bool = False,
 ) -> DecompositionTask:
     """The task of `toy_task` rebuilt from its `target_spec` and trained weights (no training):
-    how distributed workers get exactly the target the driver trained."""
+    how distributed workers get exactly the target the driver trained. With `target_on_meta`
+    the target's parameters stay on the meta device and the task's `target_weights` reads them
+    from `state` (target sharding; a toy's state is small enough to ship whole)."""
     spec = parse_target_spec(target_spec["spec"])
-    toy = toy_target_from_state(spec, state)
-    return _toy_task(target_spec["name"], spec, toy, device)
+    toy = toy_target_from_state(spec, state, on_meta=target_on_meta)
+    weights = StateDictWeights(state) if target_on_meta else None
+    return _toy_task(target_spec["name"], spec, toy, device, weights)
 
 
-def _toy_task(name: str, spec: TargetSpec, toy: Any, device: torch.device) -> DecompositionTask:
-    model = toy.model.to(device)
+def _toy_task(
+    name: str,
+    spec: TargetSpec,
+    toy: Any,
+    device: torch.device,
+    weights: StateDictWeights | None = None,
+) -> DecompositionTask:
+    """`weights`: where a target on the meta device reads its parameters (its state)."""
+    model = toy.model if weights is not None else toy.model.to(device)
     data = toy.data
 
     def batch_fn(batch_size: int, generator: torch.Generator | None) -> Tensor:
@@ -79,7 +93,10 @@ def _toy_task(name: str, spec: TargetSpec, toy: Any, device: torch.device) -> De
         target=model,
         batch_fn=batch_fn,
         target_spec={"kind": "toy", "name": name, "spec": spec.model_dump(mode="json")},
-        target_state={k: v.detach().cpu() for k, v in model.state_dict().items()},
+        target_state=weights.state
+        if weights is not None
+        else {k: v.detach().cpu() for k, v in model.state_dict().items()},
         n_features=None if lm else spec.n_features,
         causal_lm=lm,
+        target_weights=weights,
     )

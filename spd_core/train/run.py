@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from spd_core.config import Config
 from spd_core.eval.evaluation import evaluate
@@ -22,14 +21,22 @@ from spd_core.task import DecompositionTask
 from spd_core.train import training_state
 from spd_core.train.loop import LogRecord, TrainingState, new_generators, run_steps
 from spd_core.train.parallel.gradients import average_gradients
-from spd_core.train.parallel.memory import component_state_bytes, max_over_ranks, peak_rss_bytes
+from spd_core.train.parallel.memory import (
+    component_state_bytes,
+    max_over_ranks,
+    peak_rss_bytes,
+    target_bytes,
+)
 from spd_core.train.parallel.sharding import (
     Strategy,
     check_fsdp_supports,
     full_trainable_state,
+    full_value,
     owned_rows,
     shard_components,
 )
+from spd_core.train.parallel.target_loading import build_sharded_model
+from spd_core.train.parallel.target_sharding import check_target_sharding
 from spd_core.train.seeding import generator
 from spd_core.train.setup import build_component_model, curve_values
 from spd_core.train.step import faithfulness_warmup, make_optimizer
@@ -67,7 +74,8 @@ def resume(
 
 @dataclass
 class RunResult:
-    """Rank 0's outcome: the whole trained model and the metrics the store holds."""
+    """Rank 0's outcome: the trained model (whole; still sharded under `shard_target`, where
+    no rank gathers the target) and the metrics the store holds."""
 
     model: ComponentModel
     metrics: dict[str, float]
@@ -87,12 +95,22 @@ def run_worker(
     directory a previous `save_checkpoint` filled. Returns the result on rank 0, None elsewhere.
     """
     config, rank, world = plan.config, plan.rank, plan.world_size
+    memory: dict[str, int] = {"peak_rss_bytes_after_load": peak_rss_bytes()}  # imports, task
     if plan.strategy == "fsdp":
         check_fsdp_supports(config)
-    model = build_component_model(config, task).to(plan.device)
-    warmup_loss = float("nan") if resume_from is not None else faithfulness_warmup(model, config)
-    if plan.strategy == "fsdp":
-        shard_components(model)
+    warm_up = resume_from is None  # a resumed run restores the warmed-up factors
+    if config.shard_target:  # each rank reads its rows of the target; warm up the shards
+        check_target_sharding(task.target, plan.strategy, world)
+        model = build_sharded_model(config, task, plan.device)
+        memory["peak_rss_bytes_after_setup"] = peak_rss_bytes()
+        warmup_loss = faithfulness_warmup(model, config) if warm_up else float("nan")
+    else:  # the whole target on every rank: warm up whole, then shard the components
+        model = build_component_model(config, task).to(plan.device)
+        memory["peak_rss_bytes_after_setup"] = peak_rss_bytes()
+        warmup_loss = faithfulness_warmup(model, config) if warm_up else float("nan")
+        if plan.strategy == "fsdp":
+            shard_components(model)
+    memory["peak_rss_bytes_after_warmup"] = peak_rss_bytes()
     data_gen, mask_gen = new_generators(config, plan.device, rank, world)
     optimizer = make_optimizer(model, config.lr_schedule.start_val)
     state = TrainingState(model, optimizer, data_gen, mask_gen)
@@ -111,11 +129,11 @@ def run_worker(
             if on_log is not None:
                 on_log(record)
 
-    memory: dict[str, int] = {}
-
     def after_step(s: TrainingState) -> None:
-        if not memory:  # after the first step, when gradients and Adam's moments exist
+        if "target_bytes" not in memory:  # after the first step: gradients, Adam's moments exist
             memory["component_state_bytes"] = component_state_bytes(model, optimizer)
+            memory["target_bytes"] = target_bytes(model)
+            memory["peak_rss_bytes_after_first_step"] = peak_rss_bytes()
         due = s.step % plan.checkpoint_every == 0 and s.step < config.steps
         if save_checkpoint is not None and due:
             save_checkpoint(s)
@@ -136,19 +154,28 @@ def run_worker(
     )
     if writer is not None:
         _write_owned_rows(writer, model, rank, world)
+    memory["peak_rss_bytes_after_training"] = peak_rss_bytes()
+    metrics: dict[str, float] = {}
+    ci_params: dict[str, dict[str, torch.Tensor]] = {}
+    if config.shard_target:  # no rank holds the whole target: every rank evaluates, sharded
+        metrics = _final_metrics(plan, task, model, state)
+        ci_params = _ci_fn_params(model)
+    else:  # under fsdp rank 0 evaluates the whole model, gathered
+        sharded = plan.strategy == "fsdp"
+        full = full_trainable_state(model, keep=rank == 0) if sharded else None
+        if rank == 0:
+            if full is not None:
+                model = _gathered_model(plan, task, full)
+            metrics = _final_metrics(plan, task, model, state)
+            ci_params = _ci_fn_params(model)
     memory["peak_rss_bytes"] = peak_rss_bytes()
+    # a collective: every rank's rows are in the store before rank 0 marks it complete
     memory = max_over_ranks(memory, world)
-    sharded = plan.strategy == "fsdp"  # only rank 0 evaluates the whole model
-    full = full_trainable_state(model, keep=rank == 0) if sharded else None
-    if world > 1:
-        dist.barrier()  # every rank's rows are in the store before rank 0 marks it complete
     if rank != 0:
         return None
-    if full is not None:
-        model = _gathered_model(plan, task, full)
-    metrics = _final_metrics(plan, task, model, state, memory)
+    metrics.update({f"memory/{k}_per_worker": v for k, v in memory.items()})
     if writer is not None:
-        _finish_store(writer, model, task, metrics)
+        _finish_store(writer, model, task, metrics, ci_params)
     return RunResult(model, metrics)
 
 
@@ -200,9 +227,8 @@ def _final_metrics(
     task: DecompositionTask,
     model: ComponentModel,
     state: TrainingState,
-    memory: dict[str, int],
 ) -> dict[str, float]:
-    """The evaluation of the whole model, with how the run went (warm-up, restarts, memory)."""
+    """The evaluation of the whole model, with how the run went (warm-up, restarts, workers)."""
     config = plan.config
     metrics = evaluate(
         model,
@@ -216,12 +242,27 @@ def _final_metrics(
     metrics["faithfulness_warmup_loss"] = float(state.extra["faithfulness_warmup_loss"])
     metrics["restarts"] = state.restarts
     metrics["workers"] = plan.world_size
-    metrics.update({f"memory/{k}_per_worker": v for k, v in memory.items()})
     return metrics
 
 
+def _ci_fn_params(model: ComponentModel) -> dict[str, dict[str, torch.Tensor]]:
+    """Each module's CI-function parameters, whole (a collective where they are sharded: every
+    rank must call it then); {} for a global CI function."""
+    if model.global_ci_fn is not None:
+        return {}
+    out = {}
+    for name in model.module_names:
+        state = model.ci_fn_of(name).state_dict()
+        out[name] = {k: full_value(v).detach().cpu() for k, v in state.items()}
+    return out
+
+
 def _finish_store(
-    writer: StoreWriter, model: ComponentModel, task: DecompositionTask, metrics: dict[str, float]
+    writer: StoreWriter,
+    model: ComponentModel,
+    task: DecompositionTask,
+    metrics: dict[str, float],
+    ci_params: dict[str, dict[str, torch.Tensor]],
 ) -> None:
     """Rank 0: CI functions, target and metrics, then mark the store complete (last)."""
     if model.global_ci_fn is not None:
@@ -229,8 +270,7 @@ def _finish_store(
         writer.write_global_ci_fn(params, model.global_ci_fn.architecture())
     else:
         for name in model.module_names:
-            params = {k: v.detach().cpu() for k, v in model.ci_fn_of(name).state_dict().items()}
-            writer.write_ci_fn(name, params, model.ci_fn_type, model.ci_fn_hidden_dims)
+            writer.write_ci_fn(name, ci_params[name], model.ci_fn_type, model.ci_fn_hidden_dims)
     if task.target_state is not None:
         writer.write_target(task.target_state)
     writer.update_metrics(metrics)

@@ -28,6 +28,7 @@ from spd_core.train.checkpoints import (
     save_local_checkpoint,
 )
 from spd_core.train.loop import LogRecord
+from spd_core.train.parallel.target_sharding import check_shard_target_strategy
 from spd_core.train.progress import ProgressEvent, RateMeter, progress_event
 from spd_core.train.run import WorkerPlan, run_worker
 from spd_core.train.setup import build_component_model, create_store
@@ -64,6 +65,8 @@ def decompose(
     """
     if out is None and (resume or checkpoint_dir is not None):
         raise StoreError("resume and checkpoint_dir belong to a store: pass out=...")
+    if config.shard_target:
+        check_shard_target_strategy(None)
     ckpt_dir = checkpoint_dir_for(out, checkpoint_dir) if out is not None else None
     resume_from = _prepare(config, task, out, ckpt_dir, resume, overwrite)
     plan = WorkerPlan(

@@ -14,6 +14,7 @@ from spd_core.losses.persistent_pgd import PersistentPGDRun
 from spd_core.model.component_model import CausalImportances, ComponentModel
 from spd_core.model.tied_components import ties_hold
 from spd_core.train.parallel.collectives import RankGroup
+from spd_core.train.parallel.tied_shards import TiedShardsAdamW, sharded_tie_pairs
 
 
 @dataclass
@@ -63,7 +64,8 @@ def clip_gradients(model: ComponentModel, config: Config) -> None:
 def make_optimizer(model: ComponentModel, lr: float) -> torch.optim.Optimizer:
     """Adam (AdamW with weight decay 0) over every U, V and CI-function parameter."""
     ties = model.tied_components
-    if ties and not ties_hold(model.components_by_name(), ties):
+    sharded = bool(sharded_tie_pairs(model))  # fsdp: the tie is kept by TiedShardsAdamW
+    if ties and not sharded and not ties_hold(model.components_by_name(), ties):
         raise RuntimeError(
             f"tied components {ties} no longer share storage: something replaced the factors' "
             "storage after the model was built"
@@ -77,13 +79,18 @@ def adamw(
     """AdamW over `params`, with the factors of tied-component targets in a param group of their
     own. Each target factor shares storage with a source factor; a foreach or fused Adam (torch's
     default on a GPU) updates a group's tensors together in one kernel, where two aliased updates
-    can race and one be lost. Groups are stepped one after another, so both always land."""
+    can race and one be lost. Groups are stepped one after another, so both always land. Under
+    fsdp the tied factors are shards of their own, kept equal by `TiedShardsAdamW`."""
     components = model.components_by_name()
     aliased = {id(p) for _, tgt in model.tied_components for p in components[tgt].parameters()}
     groups = [
         [p for p in params if id(p) not in aliased],
         [p for p in params if id(p) in aliased],
     ]
+    pairs = sharded_tie_pairs(model)
+    if pairs:
+        groups_ = [{"params": g} for g in groups]
+        return TiedShardsAdamW(groups_, pairs, lr=lr, weight_decay=weight_decay)
     return torch.optim.AdamW([{"params": g} for g in groups if g], lr=lr, weight_decay=weight_decay)
 
 

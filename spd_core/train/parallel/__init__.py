@@ -1,2 +1,3 @@
 """Running one decomposition on several processes with plain torch.distributed (no Ray): DDP
-gradient averaging, FSDP2 sharding of the components, and per-worker memory accounting."""
+gradient averaging, FSDP2 sharding of the components (tied pairs included) and of the frozen
+target, and per-worker memory accounting."""

@@ -1,4 +1,5 @@
-"""What the components cost each rank in memory: parameters, gradients and optimiser state."""
+"""What each rank holds in memory: the components' parameters, gradients and optimiser state, the
+frozen target, and the process's peak."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 import torch
 import torch.distributed as dist
 
+from spd_core.model.component_model import ComponentModel
 from spd_core.train.parallel.sharding import local_part
 
 
@@ -25,6 +27,16 @@ def component_state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimiz
             if isinstance(value, torch.Tensor):
                 total += local_part(value).nbytes
     return total
+
+
+def target_bytes(model: ComponentModel) -> int:
+    """Bytes this rank holds for the frozen target between passes: its parameters and buffers
+    and the components' copies of the decomposed weights and biases (shards where sharded)."""
+    tensors = list(model.target.parameters()) + list(model.target.buffers())
+    for comp in model.components_by_name().values():
+        tensors += [t for t in (comp.weight, comp.bias) if t is not None]
+    unique = {id(t): t for t in tensors}  # a tied embedding and head count once
+    return sum(local_part(t).nbytes for t in unique.values())
 
 
 def peak_rss_bytes() -> int:

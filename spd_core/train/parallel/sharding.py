@@ -49,9 +49,9 @@ def check_fsdp_supports(config: Config) -> None:
 
 def shard_components(model: ComponentModel) -> None:
     """Make each module's Components and its CI function an FSDP2 unit (the frozen target stays
-    replicated): parameters, gradients and optimiser state are then split over the ranks."""
-    if model.tied_components:
-        raise ValueError(f"FSDP cannot shard tied components {model.tied_components}; use ddp")
+    replicated unless `shard_target` ran first): parameters, gradients and optimiser state are
+    then split over the ranks. A tied pair's factors become shards of their own, which
+    `make_optimizer` keeps equal (`spd_core.train.parallel.tied_shards`)."""
     if model.global_ci_fn is not None:
         raise ValueError(f"FSDP cannot shard the global CI function '{model.ci_fn_type}'; use ddp")
     for name in model.module_names:
@@ -109,5 +109,11 @@ def full_trainable_state(model: ComponentModel, keep: bool = True) -> dict[str, 
 
 
 def trainable_items(model: ComponentModel) -> list[tuple[str, Tensor]]:
-    """(state-dict name, tensor) of everything SPD trains; the frozen target is excluded."""
-    return [(k, v) for k, v in model.state_dict().items() if not k.startswith("target.")]
+    """(state-dict name, tensor) of everything SPD trains; the frozen target (and the
+    components' copies of its weights, parameters under target sharding) is excluded."""
+    frozen = {k for k, p in model.named_parameters() if not p.requires_grad}
+    return [
+        (k, v)
+        for k, v in model.state_dict().items()
+        if not k.startswith("target.") and k not in frozen
+    ]
