@@ -6,11 +6,12 @@ import argparse
 import os
 import sys
 
-from services.commands import data, decompose, inspect, query, serve, verify
+from services.commands import data, decompose, harvest, inspect, query, serve, verify
 from spd_core.extras import MissingExtraError, missing_extra_message
 
 COMMANDS = {
     "decompose": decompose,
+    "harvest": harvest,
     "inspect": inspect,
     "verify": verify,
     "data": data,

@@ -65,3 +65,49 @@ def smollm2():
     from spd_core.hf.loading import load_hf_target
 
     return load_hf_target("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def harvested_text_store(tmp_path_factory):
+    """SmolLM2 with one MLP projection decomposed (C=4) for two steps, then harvested in-process
+    over 10 windows of 8 tokens (shards of 4 windows): (store path, the harvest's settings)."""
+    from spd_core.config import config_from_dict
+    from spd_core.harvest import HarvestSettings, harvest, harvest_inputs, write_harvest
+    from spd_core.loading import load_decomposition
+    from spd_core.store import FactorStore
+    from spd_core.task.hf import hf_task
+    from spd_core.train.single_process import decompose
+    from tests.hf_configs import tiny_hf_config
+
+    module = "model.layers.3.mlp.down_proj"
+    cfg = tiny_hf_config("smollm2-135m", {module: 4}, seq_len=8, steps=2, eval_batch_size=2)
+    config = config_from_dict(cfg)
+    path = tmp_path_factory.mktemp("harvested-text") / "smol.zarr"
+    decompose(config, hf_task(config, torch.device("cpu")), out=path)
+    store = FactorStore.open(path)
+    settings = HarvestSettings(
+        threshold=config.ci_alive_threshold,
+        shard_size=4,
+        batch_size=4,
+        top_k=5,
+        partners=3,
+        top_tokens=4,
+        ablation_examples=2,
+    )
+    dec = load_decomposition(store)
+    write_harvest(path, harvest(dec, harvest_inputs(store, dec, settings, tokens=80), settings))
+    return path, settings
+
+
+@pytest.fixture(scope="session")
+def harvest_toy_store(tmp_path_factory):
+    """TMS 5-2 decomposed for 30 steps, for the harvest tests (its CI is far from sparse: good
+    for co-activation). Tests copy it before changing it."""
+    from spd_core.presets import resolve_config
+    from spd_core.task.toy import toy_task
+    from spd_core.train.single_process import decompose
+
+    config = resolve_config("tms-5-2").model_copy(update={"steps": 30})
+    path = tmp_path_factory.mktemp("harvest-toy") / "tms.zarr"
+    decompose(config, toy_task(config, torch.device("cpu")), out=path)
+    return path

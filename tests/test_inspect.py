@@ -243,8 +243,8 @@ def test_significant_columns_match_the_target_columns():
         assert m.cos == pytest.approx(1.0) and m.norm_ratio == pytest.approx(1.0)
 
 
-def test_component_contexts_need_a_text_model_and_a_well_formed_name(toy_store, capsys):
+def test_component_of_a_toy_needs_a_harvest_and_a_well_formed_name(toy_store, capsys):
     assert main(["inspect", str(toy_store), "--component", "linear1:0"]) == 2
-    assert "needs a store of a text model" in capsys.readouterr().err
+    assert "reads its harvest, and" in capsys.readouterr().err  # and says to run spd harvest
     assert main(["inspect", str(toy_store), "--component", "linear1"]) == 2
     assert "write MODULE:INDEX" in capsys.readouterr().err

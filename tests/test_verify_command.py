@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from services.cli import main
-from spd_core.store import ModuleLayout, StoreWriter
+from spd_core.store import SCHEMA_VERSION, ModuleLayout, StoreWriter
 
 FIXTURE = Path(__file__).parent / "fixtures" / "stores" / "tms-5-2-schema1.zarr"
 
@@ -30,7 +30,7 @@ def store(tmp_path: Path) -> Path:
 def test_a_good_store_verifies(store: Path, capsys):
     assert main(["verify", str(store)]) == 0
     out = capsys.readouterr().out
-    assert f"factor store  {store}" in out and "schema 2, complete" in out
+    assert f"factor store  {store}" in out and f"schema {SCHEMA_VERSION}, complete" in out
     assert "OK: every file matches the manifest" in out
 
 
@@ -46,7 +46,7 @@ def test_each_problem_is_one_line_naming_the_file_and_the_status_is_1(store: Pat
 
     assert main(["verify", str(store), "--json"]) == 1
     report = json.loads(capsys.readouterr().out)
-    assert (report["ok"], report["verified"], report["schema"]) == (False, False, 2)
+    assert (report["ok"], report["verified"], report["schema"]) == (False, False, SCHEMA_VERSION)
     assert [(p["kind"], p["what"], p["node"], p["key"]) for p in report["problems"]] == [
         ("missing", "chunk", "modules/m/U", "c/1/0"),
         ("size", "chunk", "modules/m/V", "c/0/0"),

@@ -12,7 +12,12 @@ Ray: `pip install ./client`.
 from spd_client.client import AsyncClient, Client
 from spd_client.messages import (
     Ablation,
+    AttributionGraph,
+    AttributionNode,
+    ComponentPage,
     Components,
+    ComponentStat,
+    ComponentSummary,
     Importances,
     ImportancesChunk,
     TextAblation,
@@ -22,7 +27,12 @@ from spd_client.messages import (
 __all__ = [
     "Ablation",
     "AsyncClient",
+    "AttributionGraph",
+    "AttributionNode",
     "Client",
+    "ComponentPage",
+    "ComponentStat",
+    "ComponentSummary",
     "Components",
     "Importances",
     "ImportancesChunk",

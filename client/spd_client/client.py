@@ -19,6 +19,7 @@ import numpy as np
 from spd_client import messages as msg
 from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
 from spd_client.generated.spd.v1 import decomposition_service_pb2_grpc as pb_grpc
+from spd_client.generated.spd.v1 import harvest_pb2 as hpb
 
 CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 256 * 1024 * 1024),
@@ -188,6 +189,43 @@ class Client:
         )
         return self._call("GetComponentContexts", request)
 
+    def list_components(
+        self,
+        decomposition: str,
+        module: str | None = None,
+        order: str = "frequency",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> msg.ComponentPage:
+        """One page of components with their harvested statistics, sorted by "frequency" or
+        "mean_ci" (highest first); pass the page's next_page_token for the next one."""
+        request = msg.list_components_request(decomposition, module, order, page_size, page_token)
+        return msg.decode_component_page(self._call("ListComponents", request))
+
+    def get_component_summary(
+        self, decomposition: str, module: str, component: int
+    ) -> msg.ComponentSummary:
+        """One component's harvested statistics, top examples, co-firing components and token
+        statistics."""
+        request = hpb.GetComponentSummaryRequest(
+            decomposition=decomposition, module=module, component=component
+        )
+        return msg.decode_component_summary(self._call("GetComponentSummary", request))
+
+    def compute_attributions(
+        self,
+        decomposition: str,
+        inputs: np.ndarray | None = None,
+        text: str | None = None,
+        token_ids: Sequence[int] | None = None,
+        **options: Any,
+    ) -> msg.AttributionGraph:
+        """The attribution graph of one input (a (1, …) tensor, or a text or token ids);
+        `options`: sources, targets, positions, output ('none' | 'logit' | 'loss'), logit_index,
+        threshold, max_edges, min_abs_attribution, edges_per_chunk (see attributions_request)."""
+        request = msg.attributions_request(decomposition, inputs, text, token_ids, **options)
+        return msg.decode_attributions(self._call("ComputeAttributions", request))
+
 
 class AsyncClient:
     """asyncio client with the same methods as Client, as coroutines (and an async iterator for
@@ -336,3 +374,36 @@ class AsyncClient:
             n_windows=n_windows,
         )
         return await self._call("GetComponentContexts", request)
+
+    async def list_components(
+        self,
+        decomposition: str,
+        module: str | None = None,
+        order: str = "frequency",
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> msg.ComponentPage:
+        request = msg.list_components_request(decomposition, module, order, page_size, page_token)
+        return msg.decode_component_page(await self._call("ListComponents", request))
+
+    async def get_component_summary(
+        self, decomposition: str, module: str, component: int
+    ) -> msg.ComponentSummary:
+        request = hpb.GetComponentSummaryRequest(
+            decomposition=decomposition, module=module, component=component
+        )
+        return msg.decode_component_summary(await self._call("GetComponentSummary", request))
+
+    async def compute_attributions(
+        self,
+        decomposition: str,
+        inputs: np.ndarray | None = None,
+        text: str | None = None,
+        token_ids: Sequence[int] | None = None,
+        **options: Any,
+    ) -> msg.AttributionGraph:
+        request = msg.attributions_request(decomposition, inputs, text, token_ids, **options)
+        call = self._stub.ComputeAttributions(
+            request, metadata=self._metadata, timeout=self.timeout
+        )
+        return msg.decode_attributions([chunk async for chunk in call])

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
+from spd_client.generated.spd.v1 import harvest_pb2 as hpb
 from spd_client.tensor_codec import from_proto, to_proto
 
 MASK_MODES = {
@@ -88,7 +89,7 @@ class Components:
 
 
 def _set_input(
-    request: pb.ComputeImportancesRequest | pb.AblateRequest,
+    request: pb.ComputeImportancesRequest | pb.AblateRequest | pb.ComputeAttributionsRequest,
     inputs: np.ndarray | None,
     text: str | None,
     token_ids: Sequence[int] | None,
@@ -237,4 +238,261 @@ def decode_text_ablation(response: pb.AblateResponse) -> TextAblation:
         target_output=(
             from_proto(response.target_output) if response.HasField("target_output") else None
         ),
+    )
+
+
+ATTRIBUTION_OUTPUTS = {
+    None: pb.ATTRIBUTION_OUTPUT_UNSPECIFIED,
+    "none": pb.ATTRIBUTION_OUTPUT_NONE,
+    "logit": pb.ATTRIBUTION_OUTPUT_LOGIT,
+    "loss": pb.ATTRIBUTION_OUTPUT_LOSS,
+}
+
+
+@dataclass
+class AttributionNode:
+    """An active component (module, component), or the output node (module None; component is
+    the logit index, or -1 for the loss). max_ci and active_positions over the positions."""
+
+    module: str | None
+    component: int
+    max_ci: float
+    active_positions: int
+
+
+@dataclass
+class AttributionGraph:
+    """An attribution graph: nodes, and edges sources[i] -> targets[i] (node indices) with
+    attributions[i], strongest |attribution| first. candidate_edges: non-zero edges before
+    pruning. Text inputs: ids and tokens of the sequence (empty otherwise)."""
+
+    nodes: list[AttributionNode]
+    sources: np.ndarray
+    targets: np.ndarray
+    attributions: np.ndarray
+    module_order: list[str]
+    positions: list[int]
+    threshold: float
+    candidate_edges: int
+    output: str
+    ids: list[int]
+    tokens: list[str]
+
+
+def attributions_request(
+    decomposition: str,
+    inputs: np.ndarray | None = None,
+    text: str | None = None,
+    token_ids: Sequence[int] | None = None,
+    sources: Iterable[str] = (),
+    targets: Iterable[str] = (),
+    positions: Iterable[int] = (),
+    output: str | None = None,
+    logit_index: int | None = None,
+    threshold: float | None = None,
+    max_edges: int = 0,
+    min_abs_attribution: float = 0.0,
+    edges_per_chunk: int = 0,
+) -> pb.ComputeAttributionsRequest:
+    """See ComputeAttributionsRequest in the proto: `output` none | logit | loss (None: the
+    server's default; a `logit_index` alone means logit); the input is one tensor row (1, …),
+    or for language models a text or token ids."""
+    if output is None and logit_index is not None:
+        output = "logit"
+    if output not in ATTRIBUTION_OUTPUTS:
+        raise ValueError(f"output must be 'none', 'logit', 'loss' or None, got {output!r}")
+    if output == "logit" and logit_index is None:
+        raise ValueError("output 'logit' needs a logit_index")
+    request = pb.ComputeAttributionsRequest(
+        decomposition=decomposition,
+        source_modules=list(sources),
+        target_modules=list(targets),
+        positions=[int(p) for p in positions],
+        output=ATTRIBUTION_OUTPUTS[output],
+        logit_index=int(logit_index or 0),
+        max_edges=max_edges,
+        min_abs_attribution=min_abs_attribution,
+        edges_per_chunk=edges_per_chunk,
+    )
+    if threshold is not None:
+        request.threshold = threshold
+    _set_input(request, inputs, text, token_ids)
+    return request
+
+
+def decode_attributions(chunks: Iterable[pb.AttributionChunk]) -> AttributionGraph:
+    """The graph from a ComputeAttributions stream (header first, then the edges in order)."""
+    chunks = list(chunks)
+    header = chunks[0].header
+    nodes = [
+        AttributionNode(
+            None if n.is_output else n.module, int(n.component), float(n.max_ci), n.active_positions
+        )
+        for n in header.nodes
+    ]
+
+    def joined(field: str, dtype: type) -> np.ndarray:
+        parts = [from_proto(getattr(c, field)) for c in chunks if c.HasField(field)]
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+    return AttributionGraph(
+        nodes=nodes,
+        sources=joined("sources", np.int64),
+        targets=joined("targets", np.int64),
+        attributions=joined("attributions", np.float32),
+        module_order=list(header.module_order),
+        positions=list(header.positions),
+        threshold=header.threshold,
+        candidate_edges=header.candidate_edges,
+        output={v: k for k, v in ATTRIBUTION_OUTPUTS.items() if k}[header.output],
+        ids=list(header.tokens.ids),
+        tokens=list(header.tokens.strings),
+    )
+
+
+# ----------------------------------------------------------------- harvested component statistics
+ORDERS = {"frequency": hpb.COMPONENT_ORDER_FREQUENCY, "mean_ci": hpb.COMPONENT_ORDER_MEAN_CI}
+
+
+@dataclass
+class ComponentStat:
+    """One component's firing statistics (mean_ci_when_firing is NaN when it never fires)."""
+
+    module: str
+    component: int
+    firing_count: int
+    firing_frequency: float
+    mean_ci_when_firing: float
+
+
+@dataclass
+class ComponentPage:
+    """A page of ListComponents; next_page_token is "" on the last page."""
+
+    components: list[ComponentStat]
+    next_page_token: str
+    total_size: int
+
+
+@dataclass
+class TopExample:
+    """One top example: its CI, input (text: window) and position, and for models over tokens
+    the token with the text before and after it."""
+
+    importance: float
+    input: int
+    position: int
+    token: str
+    before: str
+    after: str
+
+
+@dataclass
+class CoactiveComponent:
+    """A component that fires with the summarized one, and on how many positions."""
+
+    module: str
+    component: int
+    count: int
+
+
+@dataclass
+class TokenStat:
+    """An input token the component fires on: precision = firings on it / its occurrences,
+    recall = firings on it / all the component's firings."""
+
+    token_id: int
+    token: str
+    precision: float
+    recall: float
+    count: int
+
+
+@dataclass
+class LogitChange:
+    """A next-token logit's mean change when the component alone is ablated."""
+
+    token_id: int
+    token: str
+    change: float
+
+
+@dataclass
+class ComponentSummary:
+    """GetComponentSummary: everything the harvest holds about one component."""
+
+    stats: ComponentStat
+    n_inputs: int
+    n_positions: int
+    threshold: float
+    bin_edges: np.ndarray
+    histogram: np.ndarray
+    top_examples: list[TopExample]
+    coactive_within_module: list[CoactiveComponent]
+    coactive_across_modules: list[CoactiveComponent]
+    tokens_by_precision: list[TokenStat]
+    tokens_by_recall: list[TokenStat]
+    logits_up: list[LogitChange]
+    logits_down: list[LogitChange]
+
+
+def list_components_request(
+    decomposition: str,
+    module: str | None = None,
+    order: str = "frequency",
+    page_size: int = 0,
+    page_token: str = "",
+) -> hpb.ListComponentsRequest:
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {sorted(ORDERS)}, got {order!r}")
+    request = hpb.ListComponentsRequest(
+        decomposition=decomposition,
+        order=ORDERS[order],
+        page_size=page_size,
+        page_token=page_token,
+    )
+    if module is not None:
+        request.module = module
+    return request
+
+
+def _stat(s: hpb.ComponentStats) -> ComponentStat:
+    return ComponentStat(
+        s.module, s.component, s.firing_count, s.firing_frequency, s.mean_ci_when_firing
+    )
+
+
+def decode_component_page(response: hpb.ListComponentsResponse) -> ComponentPage:
+    return ComponentPage(
+        [_stat(s) for s in response.components], response.next_page_token, response.total_size
+    )
+
+
+def decode_component_summary(response: hpb.GetComponentSummaryResponse) -> ComponentSummary:
+    def coactive(entries: Iterable[hpb.CoactiveComponent]) -> list[CoactiveComponent]:
+        return [CoactiveComponent(c.module, c.component, c.count) for c in entries]
+
+    def tokens(entries: Iterable[hpb.TokenStat]) -> list[TokenStat]:
+        return [TokenStat(t.token_id, t.token, t.precision, t.recall, t.count) for t in entries]
+
+    def logits(entries: Iterable[hpb.LogitChange]) -> list[LogitChange]:
+        return [LogitChange(c.token_id, c.token, c.change) for c in entries]
+
+    return ComponentSummary(
+        stats=_stat(response.stats),
+        n_inputs=response.n_inputs,
+        n_positions=response.n_positions,
+        threshold=response.threshold,
+        bin_edges=np.asarray(response.bin_edges, dtype=np.float64),
+        histogram=np.asarray(response.histogram, dtype=np.int64),
+        top_examples=[
+            TopExample(e.importance, e.input, e.position, e.token, e.before, e.after)
+            for e in response.top_examples
+        ],
+        coactive_within_module=coactive(response.coactive_within_module),
+        coactive_across_modules=coactive(response.coactive_across_modules),
+        tokens_by_precision=tokens(response.tokens_by_precision),
+        tokens_by_recall=tokens(response.tokens_by_recall),
+        logits_up=logits(response.logits_up),
+        logits_down=logits(response.logits_down),
     )

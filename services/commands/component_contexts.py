@@ -1,11 +1,14 @@
-"""`spd inspect STORE --component MODULE:INDEX`: where one component is most causally important."""
+"""`spd inspect STORE --component MODULE:INDEX`: one component from the store's harvest, or, for
+a text model without one, where it is most causally important on held-out windows."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from typing import Any
 
+from services.commands.component_summary import format_summary, jsonable
 from spd_core.config import HFTargetConfig
+from spd_core.harvest import HarvestReader, NoHarvestError
 from spd_core.loading import load_decomposition
 from spd_core.store import FactorStore, StoreError
 from spd_core.text.contexts import top_contexts
@@ -22,14 +25,34 @@ def parse_component(value: str) -> tuple[str, int]:
     return module, int(index)
 
 
+def harvest_report(store: FactorStore, module: str, index: int) -> dict[str, Any] | None:
+    """The component's summary from the store's complete harvest (JSON, with "from_harvest"),
+    or None when the store has no complete harvest."""
+    try:
+        reader = HarvestReader.open(store)
+    except NoHarvestError:
+        return None
+    try:
+        summary = reader.summary(module, index)
+    except (KeyError, IndexError) as err:
+        raise StoreError(str(err).strip("'\"")) from None
+    return {"from_harvest": True, **jsonable(summary)}
+
+
 def component_report(
     store: FactorStore, component: str, top: int, n_windows: int
 ) -> dict[str, Any]:
-    """The top contexts of a component on the first `n_windows` held-out windows of the store's
-    corpus (text targets only)."""
+    """The component's harvested summary when the store has a harvest; else (text targets only)
+    its top contexts on the first `n_windows` held-out windows of the store's corpus."""
     module, index = parse_component(component)
+    harvested = harvest_report(store, module, index)
+    if harvested is not None:
+        return harvested
     if store.target_spec.get("kind") != "hf":
-        raise StoreError("--component needs a store of a text model (target kind 'hf')")
+        raise StoreError(
+            f"--component of a toy decomposition reads its harvest, and {store.path} has none: "
+            f"run `spd harvest {store.path}` first"
+        )
     dec = load_decomposition(store)
     target = dec.config.target
     assert isinstance(target, HFTargetConfig)
@@ -48,6 +71,8 @@ def component_report(
 
 
 def format_report(report: dict[str, Any]) -> str:
+    if report.get("from_harvest"):
+        return "\n".join(format_summary(report))
     lines = [
         f"component {report['component']} of {report['module']}: highest causal importance on "
         f"{report['held_out_windows']} held-out windows of {report['corpus']}",

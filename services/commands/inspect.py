@@ -55,9 +55,11 @@ store's completeness, schema version, code version and the config's target.
                        most (arrows for 2 hidden dims, heat-maps otherwise), with MMCS/ML2R.
   training_curves.png  loss terms (log scale) and L0 per module over training, if recorded.
 
---component MODULE:INDEX (text models) lists the tokens where that component is most causally
-important on held-out windows of the store's corpus, with their context (--top K of them, from the
-first --windows N held-out windows); with --json they come under the key "component".
+--component MODULE:INDEX prints that component's statistics from the store's harvest (`spd
+harvest`): firing frequency, mean CI, histogram, top examples, co-firing components, token
+statistics. Without a harvest, for text models, it lists the tokens where the component is most
+causally important on held-out windows of the store's corpus, with their context (--top K of them,
+from the first --windows N held-out windows). With --json it comes under the key "component".
 
 A missing, incomplete, corrupt or newer-schema store is an error (exit status 2), and so is a
 complete store whose files differ from its integrity manifest (a chunk missing or truncated; the
@@ -92,7 +94,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--component",
         metavar="MODULE:INDEX",
-        help="text models: the held-out tokens where this component is most causally important",
+        help="one component's harvested statistics; without a harvest (text models), the "
+        "held-out tokens where it is most causally important",
     )
     p.add_argument("--top", type=int, default=10, help="how many contexts --component lists")
     p.add_argument("--windows", type=int, default=64, help="held-out windows --component searches")

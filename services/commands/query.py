@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from services.commands.query_components import add_component_parsers, run_component_query
+from services.commands.query_graph import add_graph_parser, run_graph_query
+
 if TYPE_CHECKING:
     from spd_client import Client
 
@@ -22,6 +25,9 @@ Query a running `spd serve` (gRPC) and print a table, or JSON with --json.
   ablate NAME INPUTS --mode MODE     outputs under masks, with the divergence from the target
   ablate NAME --text "..." --mode M  a language model's next tokens under masks (decoders)
   components NAME MODULE [-c 0,3]    rows of U and V
+  list-components NAME [--order O]   components by harvested firing frequency or mean CI (paged)
+  summary NAME MODULE:INDEX          one component's harvest: statistics, top examples, partners
+  graph NAME INPUTS | --text "..."   attribution graph of one input: its strongest edges
 
 INPUTS is a .npy file holding (N, *input_shape) or a JSON list such as '[[0,0.8,0,0,0]]';
 values are converted to the decomposition's input dtype. Language models take --text (tokenized
@@ -105,6 +111,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     comp.add_argument("name")
     comp.add_argument("module")
     comp.add_argument("-c", "--components", default="", help="comma-separated indices (all)")
+    add_graph_parser(q, common)
+    add_component_parsers(q, common)
 
 
 def _indices(text: str) -> list[int]:
@@ -150,6 +158,10 @@ def _run_query(client: Client, args: argparse.Namespace) -> tuple[Any, list[str]
     from services.commands.query_text import run_text_query
     from spd_client.tensor_codec import DTYPES
 
+    if args.query == "graph":
+        return run_graph_query(client, args)
+    if args.query in ("list-components", "summary"):
+        return run_component_query(client, args)
     if args.query == "list":
         found = [_decomposition(d) for d in client.list_decompositions()]
         lines = [

@@ -14,7 +14,8 @@ DESCRIPTION = """\
 Check a factor store fully: every file recorded in its integrity manifest (written when the run
 marked the store complete) is present, of its recorded size and SHA-256; every metadata document
 is readable; every module's factors U (C, d_out) and V (C, d_in) have the shapes its attributes
-say; no chunk was added after completion. Every problem is named: the array or group, the file
+say; no chunk was added after completion. A complete harvest (`spd harvest`, under harvest/) is
+checked the same way against its own manifest. Every problem is named: the array or group, the file
 (chunk key such as c/0/0, or zarr.json), what was expected and what was found.
 
 Readers (`spd serve`, `spd inspect`, load_decomposition) make the cheap half of this check on
@@ -22,6 +23,7 @@ every open (one listing: a missing or truncated file); this command reads every 
 
 --json prints one JSON object with the keys
   path, ok, verified, schema, complete, note, files_checked, bytes_checked, seconds,
+  harvest    "complete", "incomplete" or null (no harvest/ group; schema 3),
   problems   [{kind, what, node, key, expected, found}]; kind is one of missing, size,
              checksum, unexpected, metadata, manifest, incomplete, schema; what is chunk,
              metadata or store
@@ -61,6 +63,13 @@ def format_report(report: VerifyReport) -> str:
     ]
     if report.note:
         lines.append(f"  note: {report.note}")
+    if report.harvest == "complete":
+        lines.append("  harvest: complete, its files checked against its own manifest")
+    elif report.harvest == "incomplete":
+        lines.append(
+            "  harvest: incomplete (still running, or stopped; not served): finish it with "
+            f"`spd harvest {report.path} --resume`"
+        )
     if report.ok:
         lines.append(
             "  OK: every file matches the manifest; metadata readable; shapes as the schema says"

@@ -1,10 +1,12 @@
-"""GetComponentContexts: where a language-model component is most causally important on a fixed
-held-out slice of its corpus (spd_core.text.contexts.top_contexts on the first eval windows)."""
+"""GetComponentContexts: where a language-model component is most causally important: its
+harvest's top examples when the store has a complete harvest, else a search of a fixed held-out
+slice of its corpus (spd_core.text.contexts.top_contexts on the first eval windows)."""
 
 from __future__ import annotations
 
 from services.serving import validation
 from services.serving.catalog import Catalog
+from services.serving.component_stats import harvest_contexts
 from services.serving.errors import exhausted, invalid, unavailable_store
 from services.serving.limits import Limits
 from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
@@ -37,6 +39,9 @@ def component_contexts(
         raise exhausted(
             f"n_windows {n_windows} exceeds this server's limit of {limits.max_context_windows}"
         )
+    from_harvest = harvest_contexts(catalog, request, request.k or DEFAULT_K)
+    if from_harvest is not None:
+        return from_harvest
     loaded = catalog.load(name)
     target = loaded.config.target
     assert isinstance(target, HFTargetConfig)

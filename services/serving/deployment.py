@@ -23,8 +23,10 @@ from ray import serve
 from ray.serve.grpc_util import RayServegRPCContext
 
 from services.serving import health
+from services.serving.attributions import attribution_stream
 from services.serving.auth import TOKEN_ENV, check_bearer
 from services.serving.catalog import Catalog
+from services.serving.component_stats import component_summary, list_components
 from services.serving.contexts import component_contexts
 from services.serving.errors import RequestError, unimplemented
 from services.serving.handlers import ImportanceJob, QueryHandlers
@@ -32,6 +34,7 @@ from services.serving.limits import Limits
 from services.serving.lone_calls import LoneCallGate
 from services.serving.wire import parse
 from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
+from spd_client.generated.spd.v1 import harvest_pb2 as hpb
 
 logger = logging.getLogger("ray.serve")
 Response = TypeVar("Response")
@@ -185,6 +188,44 @@ class DecompositionServer:
                 parse(request, pb.GetComponentContextsRequest),
             ),
         )
+
+    async def ListComponents(
+        self, request: bytes, grpc_context: RayServegRPCContext
+    ) -> hpb.ListComponentsResponse:
+        return await self._answer(
+            grpc_context,
+            "ListComponents",
+            hpb.ListComponentsResponse,
+            lambda: list_components(
+                self.handlers.catalog,
+                self.handlers.limits,
+                parse(request, hpb.ListComponentsRequest),
+            ),
+        )
+
+    async def GetComponentSummary(
+        self, request: bytes, grpc_context: RayServegRPCContext
+    ) -> hpb.GetComponentSummaryResponse:
+        return await self._answer(
+            grpc_context,
+            "GetComponentSummary",
+            hpb.GetComponentSummaryResponse,
+            lambda: component_summary(
+                self.handlers.catalog, parse(request, hpb.GetComponentSummaryRequest)
+            ),
+        )
+
+    async def ComputeAttributions(
+        self, request: bytes, grpc_context: RayServegRPCContext
+    ) -> AsyncIterator[pb.AttributionChunk]:
+        try:
+            check_bearer(grpc_context.invocation_metadata(), self.token)
+            parsed = parse(request, pb.ComputeAttributionsRequest)
+            for chunk in attribution_stream(self.handlers.catalog, self.handlers.limits, parsed):
+                yield chunk
+        except Exception as err:
+            _set_status(grpc_context, err, "ComputeAttributions")
+            raise StreamRefused(grpc_context.details()) from None
 
     # ------------------------------------------------------------------ grpc.health.v1.Health
     async def Check(

@@ -23,3 +23,9 @@ class Limits:
     """Rows of U and V in one GetComponents request."""
     max_context_windows: int = 512
     """Held-out windows one GetComponentContexts request may search."""
+    max_page_size: int = 10_000
+    """Components in one ListComponents page."""
+    max_attribution_edges: int = 4_000_000
+    """Edges one ComputeAttributions stream may carry (after pruning)."""
+    default_edges_per_chunk: int = 16_384
+    """Edges per ComputeAttributions message when the request leaves edges_per_chunk at 0."""

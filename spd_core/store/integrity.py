@@ -99,7 +99,7 @@ def compare_listing(manifest: Manifest, listing: Mapping[str, int]) -> list[Prob
             problems.append(Problem("missing", node, sub, describe_entry(size, sha256), "absent"))
         else:
             problems.append(Problem("size", node, sub, f"{size} bytes", f"{found} bytes"))
-    for key in covered(listing.keys() - manifest.files.keys(), manifest.arrays):
+    for key in covered(listing.keys() - manifest.files.keys(), manifest.arrays, manifest.scope):
         node, sub = manifest.locate(key)
         expected = "absent (not in the manifest)"
         problems.append(Problem("unexpected", node, sub, expected, f"{listing[key]} bytes"))

@@ -1,15 +1,18 @@
-"""Layout of a factor store (schema 2): constants, paths and the per-module layout record.
+"""Layout of a factor store (schema 3): constants, paths and the per-module layout record.
 
 Schema 2 adds the `integrity` group (the manifest written at completion) and a CRC32C in every
-chunk; schema-1 stores still open but cannot be verified."""
+chunk; schema-1 stores still open but cannot be verified. Schema 3 adds the optional `harvest`
+group (dataset-scale component statistics, with its own completeness flag and manifest); a
+schema-2 store is a schema-3 store without a harvest."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final, Literal
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 FIRST_VERIFIABLE_SCHEMA: Final = 2
+FIRST_HARVEST_SCHEMA: Final = 3
 KINDS: Final = ("linear", "conv1d", "embedding")
 FACTOR_NAMES: Final = ("U", "V")
 FactorName = Literal["U", "V"]
@@ -20,6 +23,7 @@ GLOBAL_CI_FN: Final = "global_ci_fn"  # one CI function for all modules (ci_fn_t
 TARGET: Final = "target"
 TRAINING: Final = "training"
 INTEGRITY: Final = "integrity"
+HARVEST: Final = "harvest"  # schema 3: its own `complete` flag and `integrity` manifest
 STEP: Final = "step"
 RECORD_DIM: Final = "record"
 

@@ -6,6 +6,11 @@ metadata and stored chunks, every group's metadata, whatever groups exist (nothi
 name). Left out: the root `zarr.json` (its attributes hold `complete` and metrics, updated after
 completion) and the manifest itself. A chunk absent at completion is absent on purpose (Zarr
 does not store chunks equal to the fill value) and must stay absent.
+
+A manifest has a scope: the decomposition's (scope "", everything but `harvest/`) or the
+harvest's (scope "harvest": everything under `harvest/` but its own `zarr.json`, which holds the
+harvest's `complete` flag, and its manifest `harvest/integrity`). A harvest, written after the
+decomposition was completed, thus never changes what the decomposition's manifest records.
 """
 
 from __future__ import annotations
@@ -24,12 +29,13 @@ from zarr.core.sync import sync
 
 from spd_core.store.durable import fsync_path, read_synced, write_durably
 from spd_core.store.errors import StoreError
-from spd_core.store.layout import INTEGRITY
+from spd_core.store.layout import HARVEST, INTEGRITY
 from spd_core.store.listing import list_objects
 
 ALGORITHM: Final = "sha256"
 METADATA: Final = "zarr.json"
 MANIFEST_KEY: Final = f"{INTEGRITY}/{METADATA}"
+SCOPES: Final = ("", HARVEST)  # the decomposition's manifest and the harvest's
 PARTIAL_SUFFIX: Final = ".partial"  # Zarr's (and our) temporary files, renamed when written
 _REMOTE_BATCH = 64  # objects fetched concurrently from a URL store
 _THREADS = 8  # local files read (and fsynced) concurrently
@@ -57,11 +63,25 @@ def node_path(meta_key: str) -> str:
     return meta_key[: -len(METADATA)].rstrip("/")
 
 
-def tracked(key: str) -> bool:
-    """Whether `key` may be in a manifest (not the root metadata, the manifest itself or a
-    temporary file)."""
-    excluded = key == METADATA or key.startswith(f"{INTEGRITY}/")
-    return not excluded and not key.endswith(PARTIAL_SUFFIX)
+def scope_prefix(scope: str) -> str:
+    """The key prefix of a scope's files: "" for the decomposition, "harvest/" for the harvest."""
+    if scope not in SCOPES:
+        raise ValueError(f"manifest scope must be one of {SCOPES}, got {scope!r}")
+    return f"{scope}/" if scope else ""
+
+
+def manifest_key(scope: str = "") -> str:
+    """Where a scope's manifest lives: `integrity/zarr.json` or `harvest/integrity/zarr.json`."""
+    return f"{scope_prefix(scope)}{MANIFEST_KEY}"
+
+
+def tracked(key: str, scope: str = "") -> bool:
+    """Whether `key` may be in a manifest of `scope` (in the scope, and not the scope's own
+    metadata, its manifest or a temporary file)."""
+    prefix = scope_prefix(scope)
+    inside = key.startswith(prefix) if scope else not key.startswith(f"{HARVEST}/")
+    excluded = key == f"{prefix}{METADATA}" or key.startswith(f"{prefix}{INTEGRITY}/")
+    return inside and not excluded and not key.endswith(PARTIAL_SUFFIX)
 
 
 def array_of(key: str, arrays: Set[str]) -> str | None:
@@ -74,20 +94,23 @@ def array_of(key: str, arrays: Set[str]) -> str | None:
     return None
 
 
-def covered(keys: Iterable[str], arrays: Set[str]) -> list[str]:
-    """The keys among `keys` that a manifest over `arrays` records: every node's metadata and
-    every stored chunk of those arrays (stray files in groups are not part of the store)."""
+def covered(keys: Iterable[str], arrays: Set[str], scope: str = "") -> list[str]:
+    """The keys among `keys` that a manifest of `scope` over `arrays` records: every node's
+    metadata and every stored chunk of those arrays (stray files in groups are not part of the
+    store)."""
     return sorted(
-        k for k in keys if tracked(k) and (is_metadata(k) or array_of(k, arrays) is not None)
+        k for k in keys if tracked(k, scope) and (is_metadata(k) or array_of(k, arrays) is not None)
     )
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """Key -> (size, SHA-256) of every recorded file, and the paths of the arrays it holds."""
+    """Key -> (size, SHA-256) of every recorded file, and the paths of the arrays it holds;
+    `scope` says which part of the store it covers (not stored: it is where the manifest is)."""
 
     files: Mapping[str, tuple[int, str]]
     arrays: frozenset[str]
+    scope: str = ""
 
     def to_metadata(self) -> bytes:
         """The `integrity` group's zarr.json."""
@@ -101,14 +124,14 @@ class Manifest:
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
-    def from_metadata(cls, data: bytes) -> Manifest:
+    def from_metadata(cls, data: bytes, scope: str = "") -> Manifest:
         """Parse the `integrity` group's zarr.json; ValueError/KeyError/TypeError if it is not
         a manifest."""
         attrs = json.loads(data)["attributes"]
         if attrs.get("algorithm") != ALGORITHM:
             raise ValueError(f"unknown checksum algorithm {attrs.get('algorithm')!r}")
         files = {str(k): (int(v[0]), str(v[1])) for k, v in attrs["files"].items()}
-        return cls(files, frozenset(str(a) for a in attrs["arrays"]))
+        return cls(files, frozenset(str(a) for a in attrs["arrays"]), scope)
 
     def locate(self, key: str) -> tuple[str, str]:
         """(node, key within it): ("modules/m/U", "c/0/0") for a chunk of a recorded array,
@@ -168,9 +191,9 @@ def _fsync_all(paths: Iterable[Path]) -> None:
         list(pool.map(fsync_path, paths))
 
 
-def record_manifest(path: str | Path, root: zarr.Group) -> Manifest:
-    """Walk the whole store, read (and locally fsync, with its directory) every file it must
-    keep, and return the manifest of what is there now."""
+def record_manifest(path: str | Path, root: zarr.Group, scope: str = "") -> Manifest:
+    """Walk the whole store, read (and locally fsync, with its directory) every file of `scope`
+    it must keep, and return the manifest of what is there now."""
     listing = list_objects(path, root)
     arrays: set[str] = set()
     files: dict[str, tuple[int, str]] = {}
@@ -182,7 +205,7 @@ def record_manifest(path: str | Path, root: zarr.Group) -> Manifest:
             files[key] = (stored.size, stored.sha256)
             yield key, stored
 
-    meta_keys = [k for k in covered(listing, frozenset()) if is_metadata(k)]
+    meta_keys = [k for k in covered(listing, frozenset(), scope) if is_metadata(k)]
     for key, stored in record(meta_keys):
         try:
             node_type = json.loads(stored.document or b"").get("node_type")
@@ -193,37 +216,41 @@ def record_manifest(path: str | Path, root: zarr.Group) -> Manifest:
             ) from err
         if node_type == "array":
             arrays.add(node_path(key))
-    for _ in record([k for k in covered(listing, arrays) if not is_metadata(k)]):
+    for _ in record([k for k in covered(listing, arrays, scope) if not is_metadata(k)]):
         pass
     if isinstance(path, Path):
         _fsync_all(sorted({(path / k).parent for k in files} | {path}))
-    return Manifest(files, frozenset(arrays))
+    return Manifest(files, frozenset(arrays), scope)
 
 
 def write_manifest(path: str | Path, root: zarr.Group, manifest: Manifest) -> None:
     """Store the manifest durably (local: fsynced file and directory; URL: one PUT)."""
     data = manifest.to_metadata()
+    key = manifest_key(manifest.scope)
     if isinstance(path, Path):
-        write_durably(path / MANIFEST_KEY, data)
+        write_durably(path / key, data)
         return
     buffer = default_buffer_prototype().buffer.from_bytes(data)
-    sync(root.store.set(MANIFEST_KEY, buffer))
+    sync(root.store.set(key, buffer))
 
 
-def read_manifest(path: str | Path, root: zarr.Group) -> Manifest:
-    """The manifest of a complete schema-2 store; StoreError if it is missing or unreadable."""
-    ((_, stored),) = read_stored(path, root, [MANIFEST_KEY])
+def read_manifest(path: str | Path, root: zarr.Group, scope: str = "") -> Manifest:
+    """The manifest of a complete schema-2 store (or of its complete harvest, scope
+    "harvest"); StoreError if it is missing or unreadable."""
+    key = manifest_key(scope)
+    ((_, stored),) = read_stored(path, root, [key])
+    what = "its harvest" if scope else "it"
     if stored is None:
         raise StoreError(
-            f"factor store {path} is marked complete but has no integrity manifest "
-            f"({path}/{MANIFEST_KEY} is missing); the store is damaged. Rewrite it or restore "
+            f"factor store {path}: {what} is marked complete but has no integrity manifest "
+            f"({path}/{key} is missing); the store is damaged. Rewrite it or restore "
             "it from a copy."
         )
     try:
-        return Manifest.from_metadata(stored.document or b"")
+        return Manifest.from_metadata(stored.document or b"", scope)
     except (ValueError, KeyError, TypeError, IndexError) as err:
         raise StoreError(
-            f"factor store {path}: corrupt integrity manifest {path}/{MANIFEST_KEY} "
+            f"factor store {path}: corrupt integrity manifest {path}/{key} "
             f"({type(err).__name__}: {err}); the store is damaged. Rewrite it or restore it "
             "from a copy."
         ) from err

@@ -37,7 +37,7 @@ def _read_params(group: zarr.Group, order: Sequence[str] | None) -> dict[str, np
 
 
 class FactorStore:
-    """An opened, validated factor store (schema <= 2). Arrays are read on demand.
+    """An opened, validated factor store (schema <= 3). Arrays are read on demand.
 
     `integrity_note` is None when the store's listing matched its integrity manifest, else a
     sentence saying why its files were not checked (an incomplete or schema-1 store)."""
@@ -90,6 +90,12 @@ class FactorStore:
     def __repr__(self) -> str:
         state = "complete" if self.complete else "incomplete"
         return f"FactorStore({str(self.path)!r}, {state}, modules={list(self.modules)})"
+
+    @property
+    def root(self) -> zarr.Group:
+        """The store's root Zarr group, opened read-only: for readers of its optional parts (the
+        harvest, `spd_core.harvest.HarvestReader`)."""
+        return self._root
 
     @property
     def complete(self) -> bool:

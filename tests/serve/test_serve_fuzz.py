@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from services.serving.wire import SERVICES
 from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
+from spd_client.generated.spd.v1 import harvest_pb2 as hpb
 from spd_client.generated.spd.v1 import tensor_pb2
 from spd_client.tensor_codec import to_proto
 from tests.serve.conftest import LIMITS, TOKEN
@@ -131,6 +132,33 @@ REQUESTS: dict[str, st.SearchStrategy[Message]] = {
         component=INT64,
         k=COUNTS,
         n_windows=COUNTS,
+    ),
+    "ComputeAttributions": st.builds(
+        pb.ComputeAttributionsRequest,
+        decomposition=NAMES,
+        inputs=mostly(tensors(), st.none()),
+        text=NO_TEXT,
+        token_ids=NO_TOKENS,
+        source_modules=MODULES,
+        target_modules=MODULES,
+        positions=mostly(st.just([]), INDICES),
+        output=mostly(st.integers(0, 3), INT32),
+        logit_index=mostly(st.integers(0, 5), INT64),
+        threshold=mostly(st.none(), FLOATS),
+        max_edges=COUNTS,
+        min_abs_attribution=mostly(st.floats(0, 1), FLOATS),
+        edges_per_chunk=COUNTS,
+    ),
+    "ListComponents": st.builds(
+        hpb.ListComponentsRequest,
+        decomposition=NAMES,
+        module=mostly(st.none(), MODULE),
+        order=mostly(st.integers(0, 2), INT32),
+        page_size=COUNTS,
+        page_token=mostly(st.just(""), st.text(max_size=40)),
+    ),
+    "GetComponentSummary": st.builds(
+        hpb.GetComponentSummaryRequest, decomposition=NAMES, module=MODULE, component=INT64
     ),
     "Check": st.builds(health_pb2.HealthCheckRequest, service=SERVICE_NAMES),
     "List": st.just(health_pb2.HealthListRequest()),

@@ -1,3 +1,4 @@
+from spd_client.generated.spd.v1 import harvest_pb2 as _harvest_pb2
 from spd_client.generated.spd.v1 import tensor_pb2 as _tensor_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -28,6 +29,13 @@ class Divergence(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DIVERGENCE_UNSPECIFIED: _ClassVar[Divergence]
     DIVERGENCE_MSE: _ClassVar[Divergence]
     DIVERGENCE_KL: _ClassVar[Divergence]
+
+class AttributionOutput(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ATTRIBUTION_OUTPUT_UNSPECIFIED: _ClassVar[AttributionOutput]
+    ATTRIBUTION_OUTPUT_NONE: _ClassVar[AttributionOutput]
+    ATTRIBUTION_OUTPUT_LOGIT: _ClassVar[AttributionOutput]
+    ATTRIBUTION_OUTPUT_LOSS: _ClassVar[AttributionOutput]
 IMPORTANCE_KIND_UNSPECIFIED: ImportanceKind
 IMPORTANCE_KIND_LOWER: ImportanceKind
 IMPORTANCE_KIND_UPPER: ImportanceKind
@@ -40,6 +48,10 @@ MASK_MODE_STOCHASTIC: MaskMode
 DIVERGENCE_UNSPECIFIED: Divergence
 DIVERGENCE_MSE: Divergence
 DIVERGENCE_KL: Divergence
+ATTRIBUTION_OUTPUT_UNSPECIFIED: AttributionOutput
+ATTRIBUTION_OUTPUT_NONE: AttributionOutput
+ATTRIBUTION_OUTPUT_LOGIT: AttributionOutput
+ATTRIBUTION_OUTPUT_LOSS: AttributionOutput
 
 class ListDecompositionsRequest(_message.Message):
     __slots__ = ()
@@ -330,11 +342,89 @@ class ComponentContext(_message.Message):
     def __init__(self, importance: _Optional[float] = ..., window: _Optional[int] = ..., position: _Optional[int] = ..., token: _Optional[str] = ..., before: _Optional[str] = ..., after: _Optional[str] = ...) -> None: ...
 
 class GetComponentContextsResponse(_message.Message):
-    __slots__ = ("corpus", "n_windows", "contexts")
+    __slots__ = ("corpus", "n_windows", "contexts", "from_harvest")
     CORPUS_FIELD_NUMBER: _ClassVar[int]
     N_WINDOWS_FIELD_NUMBER: _ClassVar[int]
     CONTEXTS_FIELD_NUMBER: _ClassVar[int]
+    FROM_HARVEST_FIELD_NUMBER: _ClassVar[int]
     corpus: str
     n_windows: int
     contexts: _containers.RepeatedCompositeFieldContainer[ComponentContext]
-    def __init__(self, corpus: _Optional[str] = ..., n_windows: _Optional[int] = ..., contexts: _Optional[_Iterable[_Union[ComponentContext, _Mapping]]] = ...) -> None: ...
+    from_harvest: bool
+    def __init__(self, corpus: _Optional[str] = ..., n_windows: _Optional[int] = ..., contexts: _Optional[_Iterable[_Union[ComponentContext, _Mapping]]] = ..., from_harvest: _Optional[bool] = ...) -> None: ...
+
+class ComputeAttributionsRequest(_message.Message):
+    __slots__ = ("decomposition", "inputs", "text", "token_ids", "source_modules", "target_modules", "positions", "output", "logit_index", "threshold", "max_edges", "min_abs_attribution", "edges_per_chunk")
+    DECOMPOSITION_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_MODULES_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MODULES_FIELD_NUMBER: _ClassVar[int]
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    LOGIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    MAX_EDGES_FIELD_NUMBER: _ClassVar[int]
+    MIN_ABS_ATTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    EDGES_PER_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    decomposition: str
+    inputs: _tensor_pb2.Tensor
+    text: str
+    token_ids: TokenIds
+    source_modules: _containers.RepeatedScalarFieldContainer[str]
+    target_modules: _containers.RepeatedScalarFieldContainer[str]
+    positions: _containers.RepeatedScalarFieldContainer[int]
+    output: AttributionOutput
+    logit_index: int
+    threshold: float
+    max_edges: int
+    min_abs_attribution: float
+    edges_per_chunk: int
+    def __init__(self, decomposition: _Optional[str] = ..., inputs: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., text: _Optional[str] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., source_modules: _Optional[_Iterable[str]] = ..., target_modules: _Optional[_Iterable[str]] = ..., positions: _Optional[_Iterable[int]] = ..., output: _Optional[_Union[AttributionOutput, str]] = ..., logit_index: _Optional[int] = ..., threshold: _Optional[float] = ..., max_edges: _Optional[int] = ..., min_abs_attribution: _Optional[float] = ..., edges_per_chunk: _Optional[int] = ...) -> None: ...
+
+class AttributionNode(_message.Message):
+    __slots__ = ("module", "component", "max_ci", "active_positions", "is_output")
+    MODULE_FIELD_NUMBER: _ClassVar[int]
+    COMPONENT_FIELD_NUMBER: _ClassVar[int]
+    MAX_CI_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    IS_OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    module: str
+    component: int
+    max_ci: float
+    active_positions: int
+    is_output: bool
+    def __init__(self, module: _Optional[str] = ..., component: _Optional[int] = ..., max_ci: _Optional[float] = ..., active_positions: _Optional[int] = ..., is_output: _Optional[bool] = ...) -> None: ...
+
+class AttributionHeader(_message.Message):
+    __slots__ = ("nodes", "module_order", "positions", "threshold", "candidate_edges", "edges", "tokens", "output")
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    MODULE_ORDER_FIELD_NUMBER: _ClassVar[int]
+    POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_EDGES_FIELD_NUMBER: _ClassVar[int]
+    EDGES_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[AttributionNode]
+    module_order: _containers.RepeatedScalarFieldContainer[str]
+    positions: _containers.RepeatedScalarFieldContainer[int]
+    threshold: float
+    candidate_edges: int
+    edges: int
+    tokens: Tokens
+    output: AttributionOutput
+    def __init__(self, nodes: _Optional[_Iterable[_Union[AttributionNode, _Mapping]]] = ..., module_order: _Optional[_Iterable[str]] = ..., positions: _Optional[_Iterable[int]] = ..., threshold: _Optional[float] = ..., candidate_edges: _Optional[int] = ..., edges: _Optional[int] = ..., tokens: _Optional[_Union[Tokens, _Mapping]] = ..., output: _Optional[_Union[AttributionOutput, str]] = ...) -> None: ...
+
+class AttributionChunk(_message.Message):
+    __slots__ = ("header", "sources", "targets", "attributions")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    header: AttributionHeader
+    sources: _tensor_pb2.Tensor
+    targets: _tensor_pb2.Tensor
+    attributions: _tensor_pb2.Tensor
+    def __init__(self, header: _Optional[_Union[AttributionHeader, _Mapping]] = ..., sources: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., targets: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., attributions: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...

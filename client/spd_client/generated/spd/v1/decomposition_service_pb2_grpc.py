@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from spd_client.generated.spd.v1 import decomposition_service_pb2 as spd_dot_v1_dot_decomposition__service__pb2
+from spd_client.generated.spd.v1 import harvest_pb2 as spd_dot_v1_dot_harvest__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -70,6 +71,21 @@ class DecompositionServiceStub:
                 request_serializer=spd_dot_v1_dot_decomposition__service__pb2.GetComponentContextsRequest.SerializeToString,
                 response_deserializer=spd_dot_v1_dot_decomposition__service__pb2.GetComponentContextsResponse.FromString,
                 _registered_method=True)
+        self.ListComponents = channel.unary_unary(
+                '/spd.v1.DecompositionService/ListComponents',
+                request_serializer=spd_dot_v1_dot_harvest__pb2.ListComponentsRequest.SerializeToString,
+                response_deserializer=spd_dot_v1_dot_harvest__pb2.ListComponentsResponse.FromString,
+                _registered_method=True)
+        self.GetComponentSummary = channel.unary_unary(
+                '/spd.v1.DecompositionService/GetComponentSummary',
+                request_serializer=spd_dot_v1_dot_harvest__pb2.GetComponentSummaryRequest.SerializeToString,
+                response_deserializer=spd_dot_v1_dot_harvest__pb2.GetComponentSummaryResponse.FromString,
+                _registered_method=True)
+        self.ComputeAttributions = channel.unary_stream(
+                '/spd.v1.DecompositionService/ComputeAttributions',
+                request_serializer=spd_dot_v1_dot_decomposition__service__pb2.ComputeAttributionsRequest.SerializeToString,
+                response_deserializer=spd_dot_v1_dot_decomposition__service__pb2.AttributionChunk.FromString,
+                _registered_method=True)
 
 
 class DecompositionServiceServicer:
@@ -122,6 +138,30 @@ class DecompositionServiceServicer:
     def GetComponentContexts(self, request, context):
         """Language models: the tokens and contexts where one component is most causally important on
         a fixed held-out slice (the first windows of the eval split) of the decomposition's corpus.
+        With a harvest (`spd harvest`), its top examples over the harvested inputs instead.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListComponents(self, request, context):
+        """Components with their harvested statistics, sorted by firing frequency or mean CI, paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetComponentSummary(self, request, context):
+        """One component's harvested statistics, top examples, co-firing components, token statistics.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ComputeAttributions(self, request, context):
+        """The attribution graph of one input: how much each active component of a decomposed module
+        drives each active component of later modules and the output. The first message carries
+        the nodes; edges follow, strongest first, in chunks.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -164,6 +204,21 @@ def add_DecompositionServiceServicer_to_server(servicer, server):
                     servicer.GetComponentContexts,
                     request_deserializer=spd_dot_v1_dot_decomposition__service__pb2.GetComponentContextsRequest.FromString,
                     response_serializer=spd_dot_v1_dot_decomposition__service__pb2.GetComponentContextsResponse.SerializeToString,
+            ),
+            'ListComponents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListComponents,
+                    request_deserializer=spd_dot_v1_dot_harvest__pb2.ListComponentsRequest.FromString,
+                    response_serializer=spd_dot_v1_dot_harvest__pb2.ListComponentsResponse.SerializeToString,
+            ),
+            'GetComponentSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetComponentSummary,
+                    request_deserializer=spd_dot_v1_dot_harvest__pb2.GetComponentSummaryRequest.FromString,
+                    response_serializer=spd_dot_v1_dot_harvest__pb2.GetComponentSummaryResponse.SerializeToString,
+            ),
+            'ComputeAttributions': grpc.unary_stream_rpc_method_handler(
+                    servicer.ComputeAttributions,
+                    request_deserializer=spd_dot_v1_dot_decomposition__service__pb2.ComputeAttributionsRequest.FromString,
+                    response_serializer=spd_dot_v1_dot_decomposition__service__pb2.AttributionChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -356,6 +411,87 @@ class DecompositionService:
             '/spd.v1.DecompositionService/GetComponentContexts',
             spd_dot_v1_dot_decomposition__service__pb2.GetComponentContextsRequest.SerializeToString,
             spd_dot_v1_dot_decomposition__service__pb2.GetComponentContextsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListComponents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spd.v1.DecompositionService/ListComponents',
+            spd_dot_v1_dot_harvest__pb2.ListComponentsRequest.SerializeToString,
+            spd_dot_v1_dot_harvest__pb2.ListComponentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetComponentSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/spd.v1.DecompositionService/GetComponentSummary',
+            spd_dot_v1_dot_harvest__pb2.GetComponentSummaryRequest.SerializeToString,
+            spd_dot_v1_dot_harvest__pb2.GetComponentSummaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ComputeAttributions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/spd.v1.DecompositionService/ComputeAttributions',
+            spd_dot_v1_dot_decomposition__service__pb2.ComputeAttributionsRequest.SerializeToString,
+            spd_dot_v1_dot_decomposition__service__pb2.AttributionChunk.FromString,
             options,
             channel_credentials,
             insecure,

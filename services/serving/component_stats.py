@@ -1,0 +1,187 @@
+"""ListComponents and GetComponentSummary: a decomposition's harvest (spd_core.harvest), read from
+its store and translated to messages; nothing is recomputed."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+
+from services.serving import validation
+from services.serving.catalog import Catalog
+from services.serving.errors import exhausted, invalid, unavailable_store
+from services.serving.limits import Limits
+from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
+from spd_client.generated.spd.v1 import harvest_pb2 as hpb
+from spd_core.harvest import ComponentStats, ComponentSummary, HarvestReader
+from spd_core.store import StoreError
+
+DEFAULT_PAGE_SIZE = 100
+
+
+def harvest_of(catalog: Catalog, name: str) -> HarvestReader:
+    """The decomposition's complete harvest; FAILED_PRECONDITION (saying to run `spd harvest`)
+    when it has none, or an incomplete or damaged one."""
+    store = catalog.store(name)
+    try:
+        return HarvestReader.open(store)
+    except StoreError as err:
+        raise unavailable_store(f"decomposition {name!r}: {err}") from None
+
+
+def _stats(s: ComponentStats) -> hpb.ComponentStats:
+    return hpb.ComponentStats(
+        module=s.module,
+        component=s.component,
+        firing_count=s.firing_count,
+        firing_frequency=s.firing_frequency,
+        mean_ci_when_firing=s.mean_ci_when_firing,
+    )
+
+
+def _page_token(offset: int, query: list) -> str:
+    raw = json.dumps({"offset": offset, "query": query}).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _offset(token: str, query: list) -> int:
+    if not token:
+        return 0
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        offset, found = int(data["offset"]), data["query"]
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise invalid(
+            "page_token is not a token this server gave; pass next_page_token unchanged"
+        ) from None
+    if found != query or offset < 0:
+        raise invalid(
+            "page_token belongs to another listing (decomposition, module or order differ); "
+            "start again without page_token"
+        )
+    return offset
+
+
+def list_components(
+    catalog: Catalog, limits: Limits, request: hpb.ListComponentsRequest
+) -> hpb.ListComponentsResponse:
+    """One page of components sorted by frequency (default) or mean CI, highest first; ties in
+    module order, then component index."""
+    name = request.decomposition
+    store = catalog.store(name)
+    module = request.module if request.HasField("module") else None
+    if module is not None:
+        validation.modules([module], list(store.modules), name)
+    if request.order not in hpb.ComponentOrder.values():
+        raise invalid(f"order {request.order} is not a ComponentOrder; use FREQUENCY or MEAN_CI")
+    if request.page_size < 0:
+        raise invalid(f"page_size must be >= 0, got {request.page_size}")
+    page_size = request.page_size or min(DEFAULT_PAGE_SIZE, limits.max_page_size)
+    if page_size > limits.max_page_size:
+        raise exhausted(
+            f"page_size {page_size} exceeds this server's limit of {limits.max_page_size}"
+        )
+    query = [name, module, int(request.order) or hpb.COMPONENT_ORDER_FREQUENCY]
+    offset = _offset(request.page_token, query)
+    rows = harvest_of(catalog, name).table(module)
+    order = list(store.modules)
+    by_mean = query[2] == hpb.COMPONENT_ORDER_MEAN_CI
+
+    def value(r: ComponentStats) -> float:
+        if not by_mean:
+            return r.firing_frequency
+        return -1.0 if math.isnan(r.mean_ci_when_firing) else r.mean_ci_when_firing  # never: last
+
+    rows.sort(key=lambda r: (-value(r), order.index(r.module), r.component))
+    page = rows[offset : offset + page_size]
+    more = offset + page_size < len(rows)
+    return hpb.ListComponentsResponse(
+        components=[_stats(r) for r in page],
+        next_page_token=_page_token(offset + page_size, query) if more else "",
+        total_size=len(rows),
+    )
+
+
+def check_component(catalog: Catalog, name: str, module: str, component: int) -> None:
+    """NOT_FOUND for an unknown module; INVALID_ARGUMENT for an index outside [0, C)."""
+    store = catalog.store(name)
+    validation.modules([module], list(store.modules), name)
+    C = store.modules[module].C
+    if not 0 <= component < C:
+        raise invalid(
+            f"component {component} is out of range for module {module!r} of {name!r}: "
+            f"it has C = {C} components (0..{C - 1})"
+        )
+
+
+def summary_message(s: ComponentSummary) -> hpb.GetComponentSummaryResponse:
+    return hpb.GetComponentSummaryResponse(
+        stats=_stats(s.stats),
+        n_positions=s.n_positions,
+        n_inputs=s.n_inputs,
+        threshold=s.threshold,
+        bin_edges=s.bin_edges,
+        histogram=s.histogram,
+        top_examples=[
+            hpb.TopExample(
+                importance=e.importance,
+                input=e.input,
+                position=e.position,
+                token=e.token,
+                before=e.before,
+                after=e.after,
+            )
+            for e in s.top_examples
+        ],
+        coactive_within_module=[
+            hpb.CoactiveComponent(module=p.module, component=p.component, count=p.count)
+            for p in s.coactive_within_module
+        ],
+        coactive_across_modules=[
+            hpb.CoactiveComponent(module=p.module, component=p.component, count=p.count)
+            for p in s.coactive_across_modules
+        ],
+        tokens_by_precision=[hpb.TokenStat(**vars(t)) for t in s.tokens_by_precision],
+        tokens_by_recall=[hpb.TokenStat(**vars(t)) for t in s.tokens_by_recall],
+        logits_up=[hpb.LogitChange(**vars(c)) for c in s.logits_up],
+        logits_down=[hpb.LogitChange(**vars(c)) for c in s.logits_down],
+    )
+
+
+def component_summary(
+    catalog: Catalog, request: hpb.GetComponentSummaryRequest
+) -> hpb.GetComponentSummaryResponse:
+    """One component's harvested statistics."""
+    check_component(catalog, request.decomposition, request.module, request.component)
+    reader = harvest_of(catalog, request.decomposition)
+    return summary_message(reader.summary(request.module, request.component))
+
+
+def harvest_contexts(
+    catalog: Catalog, request: pb.GetComponentContextsRequest, k: int
+) -> pb.GetComponentContextsResponse | None:
+    """GetComponentContexts from the harvest's top examples, or None when there is no complete
+    harvest (the caller then searches held-out windows)."""
+    try:
+        reader = HarvestReader.open(catalog.store(request.decomposition))
+    except StoreError:
+        return None
+    s = reader.summary(request.module, request.component)
+    source = reader.attrs.get("source") or {}
+    return pb.GetComponentContextsResponse(
+        corpus=str(source.get("corpus", "")),
+        n_windows=int(reader.attrs["n_inputs"]),
+        contexts=[
+            pb.ComponentContext(
+                importance=e.importance,
+                window=e.input,
+                position=e.position,
+                token=e.token,
+                before=e.before,
+                after=e.after,
+            )
+            for e in s.top_examples[:k]
+        ],
+        from_harvest=True,
+    )
