@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -199,27 +200,30 @@ def _gathered_model(
     return model
 
 
+def _evaluate_at(
+    plan: WorkerPlan, task: DecompositionTask, model: ComponentModel, step: int
+) -> dict[str, float]:
+    """The whole evaluation at `step`, on the same held-out batches every time (its own
+    generator: evaluating during training does not change the run's course)."""
+    config = plan.config
+    return evaluate(
+        model,
+        config,
+        task.eval_batch_fn or task.batch_fn,
+        generator(config.seed, "eval", plan.device),
+        step,
+        task.n_features,
+        task.causal_lm,
+    )
+
+
 def _periodic_evaluation(
     plan: WorkerPlan, task: DecompositionTask, model: ComponentModel
 ) -> Callable[[int], dict[str, float]] | None:
-    """With `eval.during_training`, the whole evaluation at a given step, on the same held-out
-    batches each time (its own generator: the run's course does not change)."""
-    config = plan.config
-    if not config.eval.during_training:
+    """With `eval.during_training`, `_evaluate_at` for the loop to call at a given step."""
+    if not plan.config.eval.during_training:
         return None
-
-    def evaluate_at(step: int) -> dict[str, float]:
-        return evaluate(
-            model,
-            config,
-            task.eval_batch_fn or task.batch_fn,
-            generator(config.seed, "eval", plan.device),
-            step,
-            task.n_features,
-            task.causal_lm,
-        )
-
-    return evaluate_at
+    return partial(_evaluate_at, plan, task, model)
 
 
 def _final_metrics(
@@ -229,16 +233,7 @@ def _final_metrics(
     state: TrainingState,
 ) -> dict[str, float]:
     """The evaluation of the whole model, with how the run went (warm-up, restarts, workers)."""
-    config = plan.config
-    metrics = evaluate(
-        model,
-        config,
-        task.eval_batch_fn or task.batch_fn,
-        generator(config.seed, "eval", plan.device),
-        config.steps,
-        task.n_features,
-        task.causal_lm,
-    )
+    metrics = _evaluate_at(plan, task, model, plan.config.steps)
     metrics["faithfulness_warmup_loss"] = float(state.extra["faithfulness_warmup_loss"])
     metrics["restarts"] = state.restarts
     metrics["workers"] = plan.world_size
