@@ -4,6 +4,7 @@ and seed: CE-unrecovered under CI, rounded-CI and stochastic masks, L0 per token
 
     python benchmarks/lm_side_by_side.py [--preset tiny-llama-2l] [--steps 2000] [--threads 1]
         [--reference-python ref-venv/bin/python] [--time-steps 100] [--only-timing]
+        [--importance-coeff 1e-3]
 
 The reference's `optimize` (run by `benchmarks/reference_lm.py` under its own Python) gets the
 preset translated into its own config (same CI function shape, losses and coefficients,
@@ -193,6 +194,12 @@ def main() -> None:
     parser.add_argument(
         "--only-timing", action="store_true", help="skip the side-by-side quality run"
     )
+    parser.add_argument(
+        "--importance-coeff",
+        type=float,
+        help="both sides' importance-minimality coefficient instead of the preset's, for a "
+        "second point on each side's sparsity/CE trade (equal-L0 comparisons)",
+    )
     args = parser.parse_args()
     if args.reference_python and not has_reference(args.reference_python):
         parser.error(f"{args.reference_python} cannot import the reference (spd.run_spd)")
@@ -208,10 +215,23 @@ def main() -> None:
             "eval": config.eval.model_copy(update={"during_training": False}),
         }
     )
+    tag = f"{args.preset}/{args.steps}"
+    if args.importance_coeff is not None:
+        config = with_importance_coeff(config, args.importance_coeff)
+        tag += f"/importance_{args.importance_coeff:g}"
     if not args.only_timing:
-        side_by_side(config, args.reference_python, args.threads, f"{args.preset}/{args.steps}")
+        side_by_side(config, args.reference_python, args.threads, tag)
     if args.time_steps:
         time_alone(config, args.reference_python, args.time_steps, args.threads)
+
+
+def with_importance_coeff(config: Config, coeff: float) -> Config:
+    """`config` with its importance-minimality loss weighted by `coeff`."""
+    losses = [
+        c.model_copy(update={"coeff": coeff}) if c.classname == "ImportanceMinimalityLoss" else c
+        for c in config.loss_metric_configs
+    ]
+    return config.model_copy(update={"loss_metric_configs": losses})
 
 
 def side_by_side(config: Config, python: str | None, threads: int, tag: str) -> None:
