@@ -151,6 +151,11 @@ def compute_attributions(
             nodes.append(AttributionNode(m, c, max_ci, int(active[m][:, c].sum())))
 
     run = leaf_forward(model, x, graph)
+    # each source's masked activations and node ids, shared by every target's backward
+    source_acts = {m: _flat(run.leaves[m].detach())[positions] * active[m] for m in sources}
+    source_nodes = {
+        m: np.array([index[m][c] for c in alive[m].tolist()], dtype=np.int64) for m in sources
+    }
     edge_s: list[np.ndarray] = []
     edge_t: list[np.ndarray] = []
     edge_v: list[np.ndarray] = []
@@ -178,9 +183,8 @@ def compute_attributions(
                 if grad is None or len(alive[m]) == 0:
                     continue
                 g = grad.reshape(stop - start, n_positions, -1)[:, positions]
-                a = _flat(run.leaves[m].detach())[positions] * active[m]
-                values = (g * a).sum(1)[:, alive[m]]  # (rows, active sources)
-                src = np.array([index[m][c] for c in alive[m].tolist()], dtype=np.int64)
+                values = (g * source_acts[m]).sum(1)[:, alive[m]]  # (rows, active sources)
+                src = source_nodes[m]
                 tgt = np.array(row_nodes[start:stop], dtype=np.int64)
                 edge_s.append(np.tile(src, stop - start))
                 edge_t.append(np.repeat(tgt, len(src)))
