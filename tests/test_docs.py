@@ -370,6 +370,30 @@ def test_python_m_names_a_module(cmd: Item):
     assert importlib.util.find_spec(module) is not None, f"{cmd}\n  no module {module}"
 
 
+# ----------------------------------------------------------------------------- the JSON API
+
+CURL = [c for c in SHELL if c.text.startswith("curl ")]
+
+
+def test_the_json_api_has_curl_examples():
+    assert any("/api/v1/" in c.text for c in CURL), "docs show no curl call of the JSON API"
+
+
+@pytest.mark.parametrize("cmd", [c for c in CURL if "/api/v1/" in c.text], ids=_id)
+def test_curl_examples_name_real_rpcs_and_send_their_request_messages(cmd: Item):
+    from google.protobuf import json_format
+
+    from services.explorer.rpc import METHODS, request_type
+
+    words = shlex.split(cmd.text)
+    (url,) = [w for w in words if "/api/v1/" in w]
+    method = url.rsplit("/api/v1/", 1)[1].split("?")[0]
+    assert method in METHODS, f"{cmd}\n  no RPC {method!r} (there are: {', '.join(METHODS)})"
+    bodies = [words[i + 1] for i, w in enumerate(words[:-1]) if w in ("-d", "--data")]
+    for body in bodies:
+        json_format.Parse(body, request_type(method)())  # raises naming the field that is wrong
+
+
 # ----------------------------------------------------------------------------- paths and links
 
 

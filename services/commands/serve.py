@@ -1,4 +1,5 @@
-"""`spd serve STORE...`: answer gRPC queries about factor stores with Ray Serve."""
+"""`spd serve STORE...`: answer gRPC and HTTP (the explorer, the JSON API) about factor stores
+with Ray Serve."""
 
 from __future__ import annotations
 
@@ -16,13 +17,16 @@ from spd_core.store import StoreError, UnverifiableStoreWarning
 
 DESCRIPTION = """\
 Start Ray Serve with a gRPC proxy and one application, "spd", that answers
-spd.v1.DecompositionService (protos/spd/v1/) for the given stores. Each STORE is a path or URL,
+spd.v1.DecompositionService (protos/spd/v1/) for the given stores, over gRPC and, on the HTTP
+port, as a JSON API (POST /api/v1/{Method}) beside a browser explorer (open
+http://127.0.0.1:8000/). Each STORE is a path or URL,
 served under its file name without .zarr, or NAME=PATH to choose the name. Models are loaded on
 first use; each replica keeps --max-loaded of them. Concurrent ComputeImportances calls share
 one batched forward. Without --address a local Ray is started; Ctrl-C stops serving.
 The gRPC port binds all interfaces; use --token (or $SPD_SERVE_TOKEN) to require
 `authorization: Bearer <token>` metadata on every call (except the standard health check,
-grpc.health.v1.Health/Check, which probes call without one). Server reflection is on.
+grpc.health.v1.Health/Check, which probes call without one); over HTTP every page and route
+needs it too (a login page sets a cookie; GET /healthz stays open). Server reflection is on.
 Each store's file listing is checked against its integrity manifest before serving (a missing
 or truncated chunk refuses the store); --verify also reads and checks every byte.
 """
@@ -31,13 +35,20 @@ or truncated chunk refuses the store); --verify also reads and checks every byte
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
-        help="serve factor stores over gRPC (Ray Serve)",
+        help="serve factor stores over gRPC and HTTP: the JSON API and the explorer (Ray Serve)",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("stores", nargs="+", metavar="STORE", help="PATH or NAME=PATH of a store")
     p.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051)")
-    p.add_argument("--http-port", type=int, default=8000, help="Serve's HTTP port (127.0.0.1)")
+    p.add_argument(
+        "--http-port", type=int, default=8000, help="HTTP port: the explorer and the JSON API"
+    )
+    p.add_argument(
+        "--http-host",
+        default="127.0.0.1",
+        help="HTTP interface (default 127.0.0.1; 0.0.0.0 for every interface: set a token)",
+    )
     p.add_argument("--replicas", type=int, default=1, help="replicas of the deployment")
     p.add_argument("--address", help="Ray cluster to join (default: $RAY_ADDRESS or a local Ray)")
     p.add_argument("--token", help=f"require this bearer token (default ${TOKEN_ENV})")
@@ -98,10 +109,11 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):  # Ray replaces SIGINT's handler: take it back
         signal.signal(sig, _interrupt)
     try:
-        start(app_args, grpc_port=args.port, http_port=args.http_port)
+        start(app_args, grpc_port=args.port, http_port=args.http_port, http_host=args.http_host)
         names = ", ".join(stores)
         services = "gRPC spd.v1.DecompositionService, grpc.health.v1.Health"
         print(f"serving {names} on port {args.port} ({services})", flush=True)
+        print(f"explorer and JSON API: http://{args.http_host}:{args.http_port}/", flush=True)
         while True:
             time.sleep(1)
     except KeyboardInterrupt:

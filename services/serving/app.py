@@ -68,11 +68,14 @@ def build_app(args: dict[str, Any]) -> Application:
     )
 
 
-def start(args: dict[str, Any], grpc_port: int, http_port: int) -> None:
-    """Start Serve's proxies (gRPC on all interfaces at `grpc_port`, HTTP on 127.0.0.1) on the
-    connected Ray and run the application; returns once it is serving."""
+def start(
+    args: dict[str, Any], grpc_port: int, http_port: int, http_host: str = "127.0.0.1"
+) -> None:
+    """Start Serve's proxies (gRPC on all interfaces at `grpc_port`, HTTP, the explorer and the
+    JSON API, on `http_host`:`http_port`) on the connected Ray and run the application; returns
+    once it is serving."""
     serve.start(
-        http_options={"host": "127.0.0.1", "port": http_port},
+        http_options={"host": http_host, "port": http_port},
         grpc_options=gRPCOptions(port=grpc_port, grpc_servicer_functions=SERVICER_FUNCTIONS),
     )
     serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)

@@ -1,4 +1,6 @@
-"""The Ray Serve deployment: one method per RPC, thin around QueryHandlers.
+"""The Ray Serve deployment: one method per RPC, thin around QueryHandlers, and the HTTP
+ingress of the same application (services/explorer: the JSON API and the pages call these
+methods, so gRPC and HTTP share one catalog, batching, limits and token).
 
 Each method receives the raw request bytes (see wire.py), authenticates the call, parses the
 bytes, runs the handler, and turns a refusal into its gRPC status (and anything unexpected into
@@ -22,6 +24,7 @@ from grpc_health.v1 import health_pb2
 from ray import serve
 from ray.serve.grpc_util import RayServegRPCContext
 
+from services.explorer.http_app import build_http_app
 from services.serving import health
 from services.serving.attributions import attribution_stream
 from services.serving.auth import TOKEN_ENV, check_bearer
@@ -58,6 +61,7 @@ def _set_status(context: RayServegRPCContext, err: Exception, method: str) -> No
 
 
 @serve.deployment(name="DecompositionService", max_ongoing_requests=64)
+@serve.ingress(build_http_app)
 class DecompositionServer:
     """Serves the stores in `stores` ({name: path}). `token` (or $SPD_SERVE_TOKEN) makes every
     call but the health service's need `authorization: Bearer <token>`; `max_batch_size` 1 turns

@@ -144,6 +144,15 @@ class HarvestReader:
         with guard(self.store.path, f"{HARVEST}/{MODULES_GROUP}/{module}/{name}"):
             return np.asarray(arr[component])
 
+    def column(self, module: str, name: str) -> np.ndarray | None:
+        """A whole per-component array of one module (row c: component c), or None when this
+        harvest has no such array (e.g. token statistics of a toy)."""
+        arr = self._array(module, name)
+        if arr is None:
+            return None
+        with guard(self.store.path, f"{HARVEST}/{MODULES_GROUP}/{module}/{name}"):
+            return np.asarray(arr[...])
+
     def check_component(self, module: str, component: int) -> None:
         """ValueError naming the module's range when `component` is outside [0, C)."""
         if module not in self.modules:

@@ -1,7 +1,9 @@
-"""One Ray Serve gRPC app for the session, serving two small toy decompositions."""
+"""One Ray Serve app for the session (gRPC and HTTP), serving two small toy decompositions; the
+harvested stores the harvest and explorer tests serve beside it."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 from pathlib import Path
 
@@ -37,7 +39,29 @@ def stores(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def server(ray_session, stores) -> str:
+def harvested_toy(stores, tmp_path_factory) -> Path:
+    """A copy of the session's tms-5-2 store with a harvest of 256 inputs."""
+    from spd_core.harvest import HarvestSettings, harvest, harvest_inputs, write_harvest
+    from spd_core.loading import load_decomposition
+    from spd_core.store import FactorStore
+
+    path = tmp_path_factory.mktemp("serve-harvest") / "tms.zarr"
+    shutil.copytree(stores["tms-5-2"], path)
+    store = FactorStore.open(path)
+    dec = load_decomposition(store)
+    s = HarvestSettings(threshold=dec.config.ci_alive_threshold, shard_size=128, top_k=6)
+    write_harvest(path, harvest(dec, harvest_inputs(store, dec, s, inputs=256), s))
+    return path
+
+
+@pytest.fixture(scope="session")
+def http_port() -> int:
+    """Serve's HTTP port for the session (the explorer and the JSON API)."""
+    return _free_port()
+
+
+@pytest.fixture(scope="session")
+def server(ray_session, stores, http_port) -> str:
     """Address of the running app (token TOKEN, small LIMITS); shut down after the session."""
     from ray import serve
 
@@ -52,7 +76,7 @@ def server(ray_session, stores) -> str:
         "batch_wait_timeout_s": 0.05,
         "replica_cpus": 0.5,
     }
-    start(args, grpc_port=port, http_port=_free_port())
+    start(args, grpc_port=port, http_port=http_port)
     yield f"127.0.0.1:{port}"
     serve.shutdown()
 
@@ -63,3 +87,40 @@ def client(server):
 
     with Client(server, token=TOKEN) as c:
         yield c
+
+
+EXPLORER_APP = "explorer"
+
+
+@pytest.fixture(scope="module")
+def explorer(server, stores, harvested_toy, harvested_text_store, http_port) -> str:
+    """Base URL of an application serving a harvested toy (tms), an unharvested one (bare) and a
+    harvested language model (smol) under /explorer, token TOKEN; deleted after the module."""
+    import time
+    import urllib.request
+
+    from ray import serve
+
+    from services.serving.app import build_app
+
+    args = {
+        "stores": [
+            f"tms={harvested_toy}",
+            f"bare={stores['tms-5-2-id']}",
+            f"smol={harvested_text_store[0]}",
+        ],
+        "token": TOKEN,
+        "replica_cpus": 0.5,
+        "limits": {"max_inputs": 16},
+    }
+    serve.run(build_app(args), name=EXPLORER_APP, route_prefix=f"/{EXPLORER_APP}", blocking=False)
+    base = f"http://127.0.0.1:{http_port}/{EXPLORER_APP}"
+    for _ in range(100):  # the proxy learns the new route shortly after the app is running
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.1)
+    yield base
+    serve.delete(EXPLORER_APP)

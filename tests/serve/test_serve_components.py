@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import shutil
-from pathlib import Path
 
 import grpc
 import pytest
@@ -17,25 +15,12 @@ import pytest
 from services.cli import main
 from services.commands.component_summary import jsonable
 from spd_client import AsyncClient, Client
-from spd_core.harvest import HarvestReader, HarvestSettings, harvest, harvest_inputs, write_harvest
-from spd_core.loading import load_decomposition
+from spd_core.harvest import HarvestReader
 from spd_core.store import FactorStore
 
 pytestmark = pytest.mark.ray
 APP = "spd-harvest"
 TEXT_MODULE = "model.layers.3.mlp.down_proj"
-
-
-@pytest.fixture(scope="module")
-def harvested_toy(stores, tmp_path_factory) -> Path:
-    """A copy of the session's tms-5-2 store with a harvest of 256 inputs."""
-    path = tmp_path_factory.mktemp("serve-harvest") / "tms.zarr"
-    shutil.copytree(stores["tms-5-2"], path)
-    store = FactorStore.open(path)
-    dec = load_decomposition(store)
-    s = HarvestSettings(threshold=dec.config.ci_alive_threshold, shard_size=128, top_k=6)
-    write_harvest(path, harvest(dec, harvest_inputs(store, dec, s, inputs=256), s))
-    return path
 
 
 @pytest.fixture(scope="module")

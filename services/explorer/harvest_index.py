@@ -1,0 +1,88 @@
+"""What the component table needs of a harvest, read once per harvest: every component's firing
+frequency, mean CI and top input tokens by precision, for the rows, the token search and the
+frequency-against-rank plots."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from spd_core.harvest import HarvestReader
+
+TOP_TOKENS = 5
+"""Tokens shown per row (by precision)."""
+
+
+@dataclass(frozen=True)
+class Row:
+    module: str
+    component: int
+    firing_count: int
+    firing_frequency: float
+    mean_ci_when_firing: float
+    top_tokens: tuple[tuple[str, float], ...]
+    """(token, precision) of its most precise input tokens."""
+
+
+def _normal(token: str) -> str:
+    return token.strip().casefold()
+
+
+class HarvestIndex:
+    """Every component's row of one harvest, with its rows sorted both ways."""
+
+    def __init__(self, reader: HarvestReader) -> None:
+        self.reader = reader
+        self.rows: list[Row] = []
+        for module in reader.modules:
+            count, freq, mean = (
+                reader.column(module, n)
+                for n in ("firing_count", "firing_frequency", "mean_ci_when_firing")
+            )
+            assert count is not None and freq is not None and mean is not None
+            texts = reader.column(module, "tokens_by_precision_text")
+            ids = reader.column(module, "tokens_by_precision_id")
+            precision = reader.column(module, "tokens_by_precision_precision")
+            for c in range(len(count)):
+                tokens: tuple[tuple[str, float], ...] = ()
+                if texts is not None and ids is not None and precision is not None:
+                    tokens = tuple(
+                        (str(texts[c, k]), float(precision[c, k]))
+                        for k in range(texts.shape[1])
+                        if ids[c, k] >= 0
+                    )
+                self.rows.append(
+                    Row(module, c, int(count[c]), float(freq[c]), float(mean[c]), tokens)
+                )
+        order = {m: i for i, m in enumerate(reader.modules)}
+        tie = [(order[r.module], r.component) for r in self.rows]
+        by = {
+            "frequency": [r.firing_frequency for r in self.rows],
+            "mean_ci": [
+                -1.0 if math.isnan(r.mean_ci_when_firing) else r.mean_ci_when_firing
+                for r in self.rows
+            ],
+        }
+        self.sorted = {
+            key: sorted(range(len(self.rows)), key=lambda i, v=values: (-v[i], tie[i]))
+            for key, values in by.items()
+        }
+        self.has_tokens = any(r.top_tokens for r in self.rows)
+
+    def select(self, order: str, module: str | None, token: str | None) -> list[Row]:
+        """The rows of `module` (or all) whose tokens by precision include `token` (or all),
+        highest `order` first (ties in module order, then index)."""
+        wanted = _normal(token) if token else None
+        return [
+            row
+            for row in (self.rows[i] for i in self.sorted[order])
+            if (module is None or row.module == module)
+            and (wanted is None or any(_normal(t) == wanted for t, _ in row.top_tokens))
+        ]
+
+    def rank_frequencies(self, module: str) -> np.ndarray:
+        """The module's firing frequencies, highest first."""
+        values = [r.firing_frequency for r in self.rows if r.module == module]
+        return np.sort(np.asarray(values))[::-1]

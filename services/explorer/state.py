@@ -1,0 +1,35 @@
+"""What the explorer keeps per replica beside the deployment: the table's index of each
+harvest (rebuilt when the harvest the deployment reads changes) and the harvest windows of
+text decompositions."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from services.explorer.example_windows import ExampleWindows
+from services.explorer.harvest_index import HarvestIndex
+from services.serving.catalog import Catalog
+from services.serving.component_stats import harvest_of
+
+
+class ExplorerState:
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.windows = ExampleWindows()
+        self._indexes: dict[str, HarvestIndex] = {}
+        self._lock = threading.Lock()
+
+    def _index(self, name: str) -> HarvestIndex:
+        reader = harvest_of(self.catalog, name)
+        with self._lock:
+            cached = self._indexes.get(name)
+            if cached is None or (
+                cached.reader is not reader and cached.reader.attrs != reader.attrs
+            ):
+                cached = self._indexes[name] = HarvestIndex(reader)
+        return cached
+
+    async def index(self, name: str) -> HarvestIndex:
+        """The index of `name`'s harvest; RequestError(FAILED_PRECONDITION) without one."""
+        return await asyncio.to_thread(self._index, name)
