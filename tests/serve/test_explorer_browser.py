@@ -112,7 +112,9 @@ def test_the_probe_box_shows_the_json_apis_ci_and_its_url_reopens_it(tab, browse
     spans = page.locator("#probe-result .tok")
     strings, ci = _api_ci(explorer, "The cat sat on the mat", 2)
     assert spans.all_text_contents() == strings
-    shown = [float(v) for v in (spans.nth(i).get_attribute("data-ci") for i in range(spans.count()))]
+    shown = [
+        float(v) for v in (spans.nth(i).get_attribute("data-ci") for i in range(spans.count()))
+    ]
     assert shown == pytest.approx(ci, abs=1e-6)
     assert "probe=The+cat" in page.url or "probe=The%20cat" in page.url
     again = Tab(browser, explorer)
