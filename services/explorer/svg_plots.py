@@ -12,6 +12,8 @@ from markupsafe import Markup
 
 WIDTH, HEIGHT = 560, 220
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 56, 12, 22, 30
+MAX_BAR_LABELS, LABEL_CHARS = 24, 10
+"""Bar plots with at most this many bars label each bar (its label cut to LABEL_CHARS)."""
 PALETTE = ("#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#0a7ea4", "#57606a")
 
 
@@ -52,11 +54,16 @@ class _Axes:
         span = HEIGHT - PAD_TOP - PAD_BOTTOM
         return HEIGHT - PAD_BOTTOM - (v - self.y0) / (self.y1 - self.y0) * span
 
-    def frame(self, title: str, x_label: str) -> list[str]:
+    def frame(self, title: str, x_label: str, x_ticks: bool = True) -> list[str]:
         def y_tick(v: float) -> str:
             return _fmt(10**v) if self.log_y else _fmt(v)
 
         bottom, right = HEIGHT - PAD_BOTTOM, WIDTH - PAD_RIGHT
+        ticks = [
+            f'<text x="{PAD_LEFT}" y="{HEIGHT - 8}" class="tick">{_fmt(self.x0)}</text>',
+            f'<text x="{right}" y="{HEIGHT - 8}" class="tick" text-anchor="end">'
+            f"{_fmt(self.x1)}</text>",
+        ]
         return [
             f'<text x="{PAD_LEFT}" y="14" class="plot-title">{escape(title)}</text>',
             f'<line x1="{PAD_LEFT}" y1="{bottom}" x2="{right}" y2="{bottom}" class="axis"/>',
@@ -65,10 +72,8 @@ class _Axes:
             f"{y_tick(self.y1)}</text>",
             f'<text x="{PAD_LEFT - 4}" y="{bottom}" class="tick" text-anchor="end">'
             f"{y_tick(self.y0)}</text>",
-            f'<text x="{PAD_LEFT}" y="{HEIGHT - 8}" class="tick">{_fmt(self.x0)}</text>',
-            f'<text x="{right}" y="{HEIGHT - 8}" class="tick" text-anchor="end">'
-            f"{_fmt(self.x1)}</text>",
-            f'<text x="{(PAD_LEFT + right) / 2}" y="{HEIGHT - 8}" class="tick" '
+            *(ticks if x_ticks else []),
+            f'<text x="{(PAD_LEFT + right) / 2}" y="{HEIGHT - 2}" class="tick" '
             f'text-anchor="middle">{escape(x_label)}</text>',
         ]
 
@@ -120,7 +125,7 @@ def bar_chart(
     """One bar per value (negative values hang below zero), labelled on hover."""
     labels = list(labels) if labels is not None else [str(i) for i in range(len(values))]
     axes = _Axes([0, max(len(values), 1)], [*values, 0.0] if not log_y else values, log_y)
-    parts = axes.frame(title, x_label)
+    parts = axes.frame(title, x_label, x_ticks=len(values) > MAX_BAR_LABELS)
     base = axes.y(max(axes.y0, 0.0) if not log_y else 10**axes.y0) or HEIGHT - PAD_BOTTOM
     width = max((axes.x(1) - axes.x(0)) * 0.85, 0.5)
     for i, (v, name) in enumerate(zip(values, labels, strict=True)):
@@ -129,6 +134,11 @@ def bar_chart(
             continue
         y, h = min(top, base), abs(base - top)
         cls = "bar neg" if v < 0 else "bar"
+        if len(values) <= MAX_BAR_LABELS:
+            parts.append(
+                f'<text x="{axes.x(i) + width / 2:.1f}" y="{HEIGHT - PAD_BOTTOM + 11}" '
+                f'class="tick" text-anchor="middle">{escape(name[:LABEL_CHARS])}</text>'
+            )
         parts.append(
             f'<rect x="{axes.x(i):.1f}" y="{y:.1f}" width="{width:.1f}" height="{max(h, 0.5):.1f}" '
             f'class="{cls}"><title>{escape(name)}: {_fmt(v)}</title></rect>'
