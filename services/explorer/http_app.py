@@ -6,6 +6,7 @@ methods as the JSON API does, with the caller already authenticated here."""
 
 from __future__ import annotations
 
+import logging
 from importlib.resources import files
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -32,6 +33,7 @@ from services.explorer.views.home import home
 from services.serving import health
 from services.serving.errors import RequestError
 
+logger = logging.getLogger("ray.serve")
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
@@ -118,6 +120,10 @@ def build_http_app() -> FastAPI:
             return error_page(request, err.status, err.message)
         except (RpcRefused, RequestError) as err:
             return error_page(request, json_api.HTTP_STATUS.get(err.code, 500), err.message)
+        except Exception as err:  # a bug, never the caller's input: the log has the traceback
+            logger.exception("page %s failed", _path(request))
+            message = f"internal error ({type(err).__name__}); the server log has the details"
+            return error_page(request, 500, message)
         return render(request, template, **context)
 
     @app.middleware("http")

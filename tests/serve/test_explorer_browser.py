@@ -17,6 +17,7 @@ from tests.serve.http_calls import http
 pytestmark = pytest.mark.ray
 TEXT_MODULE = "model.layers.3.mlp.down_proj"
 MARKUP = "<img src=x onerror=alert(1)>"
+TIMEOUT_MS = 180_000  # a language model's first page loads the model and its harvest windows
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,7 @@ class Tab:
         self.base = base
         self.context = browser.new_context()
         self.page = self.context.new_page()
+        self.page.set_default_timeout(TIMEOUT_MS)
         self.errors: list[str] = []
         self.dialogs: list[str] = []
         self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
