@@ -110,7 +110,21 @@ def test_ddp_two_workers_equal_one_process(ddp_run, one_process):
     assert verify_store(ddp_run).verified
 
 
+def _parent(pid: int) -> int:
+    """The parent of `pid` (0 when it is gone)."""
+    try:
+        stat = (Path("/proc") / str(pid) / "stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
 def _train_worker_pids() -> list[int]:
+    """Ray Train workers of this test session's Ray (descendants of its raylet): other Ray
+    clusters on the same machine have workers of their own, which are not ours to kill."""
+    from ray._private import ray_constants, worker
+
+    raylet = worker._global_node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -119,7 +133,11 @@ def _train_worker_pids() -> list[int]:
             except OSError:
                 continue
             if cmdline.startswith(b"ray::RayTrainWorker"):
-                pids.append(int(entry.name))
+                ancestor = int(entry.name)
+                while ancestor > 1 and ancestor != raylet:
+                    ancestor = _parent(ancestor)
+                if ancestor == raylet:
+                    pids.append(int(entry.name))
     return pids
 
 
