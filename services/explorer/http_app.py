@@ -214,7 +214,9 @@ def build_http_app() -> FastAPI:
 
     @app.get("/d/{name}")
     async def decomposition_page(name: str, request: Request) -> Response:
-        return await page(request, "decomposition.html", decomposition, _rpc(_server()), name)
+        server = _server()
+        view_args = (_rpc(server), state(server), name)
+        return await page(request, "decomposition.html", decomposition, *view_args)
 
     @app.get("/d/{name}/components")
     async def components_page(name: str, request: Request) -> Response:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import numpy as np
+
 from services.explorer.example_windows import ExampleWindows
 from services.explorer.harvest_index import HarvestIndex
 from services.serving.catalog import Catalog
@@ -18,7 +20,17 @@ class ExplorerState:
         self.catalog = catalog
         self.windows = ExampleWindows()
         self._indexes: dict[str, HarvestIndex] = {}
+        self._curves: dict[str, dict[str, np.ndarray]] = {}
         self._lock = threading.Lock()
+
+    def _read_curves(self, name: str) -> dict[str, np.ndarray]:
+        if name not in self._curves:  # a served store is complete: its records never change
+            self._curves[name] = self.catalog.store(name).curves()
+        return self._curves[name]
+
+    async def curves(self, name: str) -> dict[str, np.ndarray]:
+        """`name`'s training records (read once)."""
+        return await asyncio.to_thread(self._read_curves, name)
 
     def _index(self, name: str) -> HarvestIndex:
         reader = harvest_of(self.catalog, name)

@@ -3,7 +3,6 @@ plots, and the modules."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -12,6 +11,7 @@ import numpy as np
 from markupsafe import Markup
 
 from services.explorer.rpc import Rpc
+from services.explorer.state import ExplorerState
 from services.explorer.svg_plots import bar_chart, line_chart
 from services.explorer.views.home import harvested, module_rows
 from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
@@ -72,10 +72,9 @@ def curve_plots(curves: Mapping[str, np.ndarray]) -> list[Markup]:
     return plots
 
 
-async def decomposition(rpc: Rpc, name: str) -> dict:
+async def decomposition(rpc: Rpc, state: ExplorerState, name: str) -> dict:
     d = await rpc.call("GetDecomposition", pb.GetDecompositionRequest(name=name))
-    store = rpc.server.handlers.catalog.store(name)
-    curves = await asyncio.to_thread(store.curves)
+    curves = await state.curves(name)
     modules = module_rows(d)
     l0 = [m for m in modules if m.l0 is not None]
     config = json.loads(d.config_json) if d.config_json else {}
