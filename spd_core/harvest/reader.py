@@ -144,6 +144,14 @@ class HarvestReader:
         with guard(self.store.path, f"{HARVEST}/{MODULES_GROUP}/{module}/{name}"):
             return np.asarray(arr[component])
 
+    def whole(self, module: str, name: str) -> np.ndarray | None:
+        """Array `name` of `module` for every component at once (None if the harvest lacks it)."""
+        arr = self._array(module, name)
+        if arr is None:
+            return None
+        with guard(self.store.path, f"{HARVEST}/{MODULES_GROUP}/{module}/{name}"):
+            return np.asarray(arr[...])
+
     def check_component(self, module: str, component: int) -> None:
         """ValueError naming the module's range when `component` is outside [0, C)."""
         if module not in self.modules:
