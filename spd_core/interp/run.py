@@ -83,6 +83,15 @@ def choose_components(
     return [(r.module, r.component) for r in rows[:limit]]
 
 
+RETRY_TEMPERATURE = 0.7
+
+
+def retry_temperature(temperature: float, attempt: int) -> float:
+    """The first try at the settings' temperature, later ones at least RETRY_TEMPERATURE (at
+    temperature 0 a server would repeat the same malformed answer)."""
+    return temperature if attempt == 0 else max(temperature, RETRY_TEMPERATURE)
+
+
 def component_seed(seed: int, key: Key) -> int:
     return zlib.crc32(f"{seed}:{key[0]}:{key[1]}".encode())
 
@@ -165,9 +174,11 @@ class _Run:
             return math.nan, 0
         snippets, firing = shuffled_snippets(held, silent, component_seed(self.s.seed, key))
         tokens = 0
-        for _ in range(self.s.attempts):
+        for attempt in range(self.s.attempts):
             answer = await self.scorer.complete(
-                scorer_messages(label, snippets), self.s.scorer_max_tokens, self.s.temperature
+                scorer_messages(label, snippets),
+                self.s.scorer_max_tokens,
+                retry_temperature(self.s.temperature, attempt),
             )
             self.requests += 1
             tokens += answer.tokens
@@ -182,9 +193,9 @@ class _Run:
             shown, _ = split_examples(summary.top_examples, self.s.examples_shown, self.s.held_out)
             messages = explainer_messages(summary, shown)
             parsed, text, requests, tokens = None, "", 0, 0
-            for _ in range(self.s.attempts):
+            for attempt in range(self.s.attempts):
                 answer = await self.explainer.complete(
-                    messages, self.s.max_tokens, self.s.temperature
+                    messages, self.s.max_tokens, retry_temperature(self.s.temperature, attempt)
                 )
                 requests += 1
                 tokens += answer.tokens
