@@ -108,11 +108,11 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
     _last: float = 0.0
 
-    def step(self, tokens: int, force: bool = False) -> None:
+    def step(self, tokens: int) -> None:
         self.done += 1
         self.tokens += tokens
         now = time.monotonic()
-        if not (force or self.done == self.total or now - self._last >= 2.0):
+        if not (self.done == self.total or now - self._last >= 2.0):
             return
         self._last = now
         elapsed = max(now - self.started, 1e-9)
