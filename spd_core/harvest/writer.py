@@ -56,6 +56,8 @@ def decomposition_fingerprint(path: str | Path, root: zarr.Group) -> str | None:
 
 
 def set_durably(group: zarr.Group, path: str | Path, node: str, key: str, value: Any) -> None:
+    """Set attribute `key` of `group` (the node `node` of the store at `path`) and, on a local
+    disk, fsync its metadata document and directory."""
     group.attrs[key] = value
     if isinstance(path, Path):
         meta = path / node / METADATA if node else path / METADATA
@@ -64,6 +66,7 @@ def set_durably(group: zarr.Group, path: str | Path, node: str, key: str, value:
 
 
 def fill_value(dtype: np.dtype) -> Any:
+    """What an unfilled entry holds: NaN, -1 or ""."""
     if dtype.kind == "f":
         return math.nan
     if dtype.kind in "iu":
