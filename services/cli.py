@@ -6,12 +6,22 @@ import argparse
 import os
 import sys
 
-from services.commands import data, decompose, harvest, inspect, query, serve, verify
+from services.commands import (
+    autointerp,
+    data,
+    decompose,
+    harvest,
+    inspect,
+    query,
+    serve,
+    verify,
+)
 from spd_core.extras import MissingExtraError, missing_extra_message
 
 COMMANDS = {
     "decompose": decompose,
     "harvest": harvest,
+    "autointerp": autointerp,
     "inspect": inspect,
     "verify": verify,
     "data": data,

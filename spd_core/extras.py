@@ -12,6 +12,7 @@ EXTRA_OF_PACKAGE = {
     "accelerate": "lm",
     "rdata": "lm",
     "grpc_tools": "dev",
+    "openai": "interp",
 }
 
 

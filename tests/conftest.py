@@ -111,3 +111,74 @@ def harvest_toy_store(tmp_path_factory):
     path = tmp_path_factory.mktemp("harvest-toy") / "tms.zarr"
     decompose(config, toy_task(config, torch.device("cpu")), out=path)
     return path
+
+
+@pytest.fixture(scope="session")
+def chat_server():
+    """A real OpenAI-compatible server on 127.0.0.1: `transformers serve` with the packaged
+    SmolLM2-135M-Instruct as a local folder (built once in the spd cache), one torch thread (two
+    threads on a busy 2-core machine are many times slower). Yields (base URL, model name)."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    from spd_core.hf.pretrained_folder import pretrained_folder
+
+    folder = pretrained_folder("smollm2-135m")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [shutil.which("transformers") or "transformers", "serve", str(folder)]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as answer:
+                if answer.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"transformers serve did not start (exit {proc.poll()})")
+        time.sleep(1)
+    yield f"{url}/v1", str(folder)
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def labelled_text_store(harvested_text_store, chat_server, tmp_path_factory):
+    """A copy of the harvested SmolLM2 store labelled through the real chat server, by a run
+    that was stopped after its first component and then resumed: (store path, the checkpoint's
+    records when it was stopped, the resumed run's output)."""
+    import json
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path_factory.mktemp("labelled") / "smol.zarr"
+    shutil.copytree(harvested_text_store[0], path)
+    url, model = chat_server
+    command = [sys.executable, "-m", "services.cli", "autointerp", str(path)]
+    command += ["--endpoint", url, "--model", model, "--limit", "2", "--concurrency", "1"]
+    command += ["--examples", "3", "--max-tokens", "24", "--attempts", "2"]
+    checkpoint = path.with_name(path.name + ".autointerp-checkpoint.jsonl")
+    stopped = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not (checkpoint.exists() and '"kind": "label"' in checkpoint.read_text()):
+        assert stopped.poll() is None, stopped.communicate()
+        time.sleep(0.5)
+    stopped.send_signal(signal.SIGINT)
+    _, err = stopped.communicate(timeout=120)
+    assert stopped.returncode == 130, err
+    records = [json.loads(line) for line in checkpoint.read_text().splitlines()]
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=1800)
+    assert resumed.returncode == 0, resumed.stderr
+    return path, records, resumed.stdout

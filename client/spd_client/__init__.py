@@ -20,6 +20,7 @@ from spd_client.messages import (
     ComponentSummary,
     Importances,
     ImportancesChunk,
+    Interpretation,
     TextAblation,
     TextImportances,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "Components",
     "Importances",
     "ImportancesChunk",
+    "Interpretation",
     "TextAblation",
     "TextImportances",
 ]

@@ -196,10 +196,14 @@ class Client:
         order: str = "frequency",
         page_size: int = 0,
         page_token: str = "",
+        label_contains: str | None = None,
     ) -> msg.ComponentPage:
-        """One page of components with their harvested statistics, sorted by "frequency" or
-        "mean_ci" (highest first); pass the page's next_page_token for the next one."""
-        request = msg.list_components_request(decomposition, module, order, page_size, page_token)
+        """One page of components with their harvested statistics and interpretations, sorted by
+        "frequency" or "mean_ci" (highest first), optionally only those whose shown label
+        contains `label_contains` (any case); pass the page's next_page_token for the next one."""
+        request = msg.list_components_request(
+            decomposition, module, order, page_size, page_token, label_contains
+        )
         return msg.decode_component_page(self._call("ListComponents", request))
 
     def get_component_summary(
@@ -382,8 +386,11 @@ class AsyncClient:
         order: str = "frequency",
         page_size: int = 0,
         page_token: str = "",
+        label_contains: str | None = None,
     ) -> msg.ComponentPage:
-        request = msg.list_components_request(decomposition, module, order, page_size, page_token)
+        request = msg.list_components_request(
+            decomposition, module, order, page_size, page_token, label_contains
+        )
         return msg.decode_component_page(await self._call("ListComponents", request))
 
     async def get_component_summary(

@@ -354,15 +354,39 @@ def decode_attributions(chunks: Iterable[pb.AttributionChunk]) -> AttributionGra
 ORDERS = {"frequency": hpb.COMPONENT_ORDER_FREQUENCY, "mean_ci": hpb.COMPONENT_ORDER_MEAN_CI}
 
 
+LABEL_STATUSES = {
+    hpb.LABEL_STATUS_UNSPECIFIED: "",
+    hpb.LABEL_STATUS_LABELLED: "labelled",
+    hpb.LABEL_STATUS_UNPARSED: "unparsed",
+}
+
+
+@dataclass
+class Interpretation:
+    """A component's label from `spd autointerp` (status "labelled", "unparsed" or "" for none),
+    its detection score beside the shuffled-label control (NaN: not scored), and the token
+    summary every harvested component has."""
+
+    token_summary: str
+    status: str = ""
+    label: str = ""
+    explanation: str = ""
+    detection_score: float = float("nan")
+    detection_control: float = float("nan")
+    explainer_model: str = ""
+
+
 @dataclass
 class ComponentStat:
-    """One component's firing statistics (mean_ci_when_firing is NaN when it never fires)."""
+    """One component's firing statistics (mean_ci_when_firing is NaN when it never fires) and
+    its interpretation."""
 
     module: str
     component: int
     firing_count: int
     firing_frequency: float
     mean_ci_when_firing: float
+    interpretation: Interpretation | None = None
 
 
 @dataclass
@@ -442,6 +466,7 @@ def list_components_request(
     order: str = "frequency",
     page_size: int = 0,
     page_token: str = "",
+    label_contains: str | None = None,
 ) -> hpb.ListComponentsRequest:
     if order not in ORDERS:
         raise ValueError(f"order must be one of {sorted(ORDERS)}, got {order!r}")
@@ -453,12 +478,33 @@ def list_components_request(
     )
     if module is not None:
         request.module = module
+    if label_contains is not None:
+        request.label_contains = label_contains
     return request
 
 
 def _stat(s: hpb.ComponentStats) -> ComponentStat:
+    i = s.interpretation
+    interpretation = (
+        Interpretation(
+            i.token_summary,
+            LABEL_STATUSES.get(i.status, ""),
+            i.label,
+            i.explanation,
+            i.detection_score,
+            i.detection_control,
+            i.explainer_model,
+        )
+        if s.HasField("interpretation")
+        else None
+    )
     return ComponentStat(
-        s.module, s.component, s.firing_count, s.firing_frequency, s.mean_ci_when_firing
+        s.module,
+        s.component,
+        s.firing_count,
+        s.firing_frequency,
+        s.mean_ci_when_firing,
+        interpretation,
     )
 
 

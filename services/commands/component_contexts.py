@@ -1,5 +1,6 @@
-"""`spd inspect STORE --component MODULE:INDEX`: one component from the store's harvest, or, for
-a text model without one, where it is most causally important on held-out windows."""
+"""`spd inspect STORE --component MODULE:INDEX`: one component from the store's harvest (with its
+label, when the store has labels, and its token summary), or, for a text model without a
+harvest, where it is most causally important on held-out windows."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from services.commands.component_summary import format_summary, jsonable
 from spd_core.config import HFTargetConfig
 from spd_core.harvest import HarvestReader, NoHarvestError
+from spd_core.interp import interpretations
 from spd_core.loading import load_decomposition
 from spd_core.store import FactorStore, StoreError
 from spd_core.text.contexts import top_contexts
@@ -36,7 +38,9 @@ def harvest_report(store: FactorStore, module: str, index: int) -> dict[str, Any
         summary = reader.summary(module, index)
     except (KeyError, IndexError) as err:
         raise StoreError(str(err).strip("'\"")) from None
-    return {"from_harvest": True, **jsonable(summary)}
+    report = {"from_harvest": True, **jsonable(summary)}
+    report["stats"]["interpretation"] = jsonable(interpretations(reader, module)[index])
+    return report
 
 
 def component_report(

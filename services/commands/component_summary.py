@@ -28,12 +28,28 @@ def _mean(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def shown_label(interpretation: dict[str, Any] | None) -> str:
+    """The label (with its detection score beside the control), else the token summary."""
+    if not interpretation:
+        return ""
+    if interpretation.get("label"):
+        score = interpretation.get("detection_score")
+        control = interpretation.get("detection_control")
+        scores = (
+            f" (detection {_mean(score)}, shuffled control {_mean(control)})"
+            if score is not None
+            else ""
+        )
+        return f"{interpretation['label']}{scores}"
+    return interpretation.get("token_summary") or ""
+
+
 def format_components(rows: list[dict[str, Any]]) -> list[str]:
     """A table of ListComponents rows."""
-    lines = ["module  component  firing_frequency  firing_count  mean_ci_when_firing"]
+    lines = ["module  component  firing_frequency  firing_count  mean_ci_when_firing  label"]
     lines += [
         f"{r['module']}  {r['component']}  {r['firing_frequency']:.6f}  {r['firing_count']}  "
-        f"{_mean(r['mean_ci_when_firing'])}"
+        f"{_mean(r['mean_ci_when_firing'])}  {shown_label(r.get('interpretation'))}".rstrip()
         for r in rows
     ]
     return lines
@@ -43,6 +59,25 @@ def _partners(entries: list[dict[str, Any]]) -> str:
     return ", ".join(f"{p['module']}:{p['component']} ({p['count']})" for p in entries) or "-"
 
 
+def _interpretation_lines(interpretation: dict[str, Any] | None) -> list[str]:
+    if not interpretation:
+        return []
+    lines = []
+    if interpretation.get("label"):
+        lines.append(
+            f"label         {interpretation['label']}  (by {interpretation['explainer_model']}; "
+            f"detection score {_mean(interpretation.get('detection_score'))}, shuffled-label "
+            f"control {_mean(interpretation.get('detection_control'))}; 0.5 is chance)"
+        )
+        if interpretation.get("explanation"):
+            lines.append(f"explanation   {interpretation['explanation']}")
+    elif interpretation.get("status") == "unparsed":
+        lines.append("label         (the explainer's answers were malformed)")
+    if interpretation.get("token_summary"):
+        lines.append(f"token summary {interpretation['token_summary']}")
+    return lines
+
+
 def format_summary(d: dict[str, Any]) -> list[str]:
     """One component's summary (the JSON of `jsonable`) as text."""
     s = d["stats"]
@@ -50,6 +85,7 @@ def format_summary(d: dict[str, Any]) -> list[str]:
         f"component {s['component']} of {s['module']}: fires on {s['firing_count']:,} of "
         f"{d['n_positions']:,} positions (firing_frequency {s['firing_frequency']:.6f}; CI > "
         f"{d['threshold']:g}), mean CI when firing {_mean(s['mean_ci_when_firing'])}",
+        *_interpretation_lines(s.get("interpretation")),
         "CI histogram  "
         + "  ".join(
             f"{lo:.2f}:{n}" for lo, n in zip(d["bin_edges"], d["histogram"], strict=False) if n

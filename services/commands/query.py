@@ -25,8 +25,8 @@ Query a running `spd serve` (gRPC) and print a table, or JSON with --json.
   ablate NAME INPUTS --mode MODE     outputs under masks, with the divergence from the target
   ablate NAME --text "..." --mode M  a language model's next tokens under masks (decoders)
   components NAME MODULE [-c 0,3]    rows of U and V
-  list-components NAME [--order O]   components by harvested firing frequency or mean CI (paged)
-  summary NAME MODULE:INDEX          one component's harvest: statistics, top examples, partners
+  list-components NAME [--order O] [--label-contains T]  components by firing frequency or mean CI, with labels (paged)
+  summary NAME MODULE:INDEX          one component: label and scores, token summary, statistics, examples, partners
   graph NAME INPUTS | --text "..."   attribution graph of one input: its strongest edges
 
 INPUTS is a .npy file holding (N, *input_shape) or a JSON list such as '[[0,0.8,0,0,0]]';

@@ -27,12 +27,17 @@ def add_component_parsers(q: argparse._SubParsersAction, common: argparse.Argume
         default="frequency",
         help="sort by firing frequency or mean CI when firing, highest first (default frequency)",
     )
+    lst.add_argument(
+        "--label-contains",
+        metavar="TEXT",
+        help="only components whose label (or token summary, unlabelled) contains TEXT, any case",
+    )
     lst.add_argument("--page-size", type=int, default=0, help="components per page (default 100)")
     lst.add_argument("--page-token", default="", help="next_page_token of the previous page")
     lst.add_argument("--all", action="store_true", help="fetch every page")
     summ = q.add_parser(
         "summary",
-        help="one component's harvested statistics, top examples, partners, tokens",
+        help="one component's label and scores, token summary, harvested statistics, examples",
         parents=[common],
     )
     summ.add_argument("name")
@@ -48,7 +53,9 @@ def run_component_query(client: Client, args: argparse.Namespace) -> tuple[Any, 
     rows: list[dict[str, Any]] = []
     token = args.page_token
     while True:
-        page = client.list_components(args.name, args.module, args.order, args.page_size, token)
+        page = client.list_components(
+            args.name, args.module, args.order, args.page_size, token, args.label_contains
+        )
         rows += jsonable(page.components)
         token = page.next_page_token
         if not (args.all and token):

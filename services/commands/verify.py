@@ -14,8 +14,9 @@ DESCRIPTION = """\
 Check a factor store fully: every file recorded in its integrity manifest (written when the run
 marked the store complete) is present, of its recorded size and SHA-256; every metadata document
 is readable; every module's factors U (C, d_out) and V (C, d_in) have the shapes its attributes
-say; no chunk was added after completion. A complete harvest (`spd harvest`, under harvest/) is
-checked the same way against its own manifest. Every problem is named: the array or group, the file
+say; no chunk was added after completion. A complete harvest (`spd harvest`, under harvest/) and
+complete labels (`spd autointerp`, under interp/) are checked the same way against their own
+manifests. Every problem is named: the array or group, the file
 (chunk key such as c/0/0, or zarr.json), what was expected and what was found.
 
 Readers (`spd serve`, `spd inspect`, load_decomposition) make the cheap half of this check on
@@ -24,6 +25,7 @@ every open (one listing: a missing or truncated file); this command reads every 
 --json prints one JSON object with the keys
   path, ok, verified, schema, complete, note, files_checked, bytes_checked, seconds,
   harvest    "complete", "incomplete" or null (no harvest/ group; schema 3),
+  interp     the same for the labels' interp/ group (schema 4),
   problems   [{kind, what, node, key, expected, found}]; kind is one of missing, size,
              checksum, unexpected, metadata, manifest, incomplete, schema; what is chunk,
              metadata or store
@@ -69,6 +71,13 @@ def format_report(report: VerifyReport) -> str:
         lines.append(
             "  harvest: incomplete (still running, or stopped; not served): finish it with "
             f"`spd harvest {report.path} --resume`"
+        )
+    if report.interp == "complete":
+        lines.append("  labels: complete, their files checked against their own manifest")
+    elif report.interp == "incomplete":
+        lines.append(
+            "  labels: incomplete (still running, or stopped; not served): finish them with "
+            f"`spd autointerp {report.path} --resume` and the same options"
         )
     if report.ok:
         lines.append(

@@ -1,6 +1,6 @@
 """What the component table needs of a harvest, read once per harvest: every component's firing
-frequency, mean CI and top input tokens by precision, for the rows, the token search and the
-frequency-against-rank plots."""
+frequency, mean CI, top input tokens by precision and label (or token summary), for the rows,
+the token and label searches and the frequency-against-rank plots."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spd_core.harvest import HarvestReader
+from spd_core.interp import Interpretation, interpretations
 
 TOP_TOKENS = 5
 """Tokens shown per row (by precision)."""
@@ -24,6 +25,8 @@ class Row:
     mean_ci_when_firing: float
     top_tokens: tuple[tuple[str, float], ...]
     """(token, precision) of its most precise input tokens."""
+    interpretation: Interpretation
+    """Its label from `spd autointerp` (if the store has labels) and its token summary."""
 
 
 def _normal(token: str) -> str:
@@ -38,13 +41,14 @@ class HarvestIndex:
         self.rows: list[Row] = []
         for module in reader.modules:
             count, freq, mean = (
-                reader.column(module, n)
+                reader.whole(module, n)
                 for n in ("firing_count", "firing_frequency", "mean_ci_when_firing")
             )
             assert count is not None and freq is not None and mean is not None
-            texts = reader.column(module, "tokens_by_precision_text")
-            ids = reader.column(module, "tokens_by_precision_id")
-            precision = reader.column(module, "tokens_by_precision_precision")
+            texts = reader.whole(module, "tokens_by_precision_text")
+            ids = reader.whole(module, "tokens_by_precision_id")
+            precision = reader.whole(module, "tokens_by_precision_precision")
+            labels = interpretations(reader, module)
             for c in range(len(count)):
                 tokens: tuple[tuple[str, float], ...] = ()
                 if texts is not None and ids is not None and precision is not None:
@@ -54,7 +58,15 @@ class HarvestIndex:
                         if ids[c, k] >= 0
                     )
                 self.rows.append(
-                    Row(module, c, int(count[c]), float(freq[c]), float(mean[c]), tokens)
+                    Row(
+                        module,
+                        c,
+                        int(count[c]),
+                        float(freq[c]),
+                        float(mean[c]),
+                        tokens,
+                        labels[c],
+                    )
                 )
         order = {m: i for i, m in enumerate(reader.modules)}
         tie = [(order[r.module], r.component) for r in self.rows]
@@ -70,16 +82,22 @@ class HarvestIndex:
             for key, values in by.items()
         }
         self.has_tokens = any(r.top_tokens for r in self.rows)
+        self.has_labels = any(r.interpretation.status for r in self.rows)
 
-    def select(self, order: str, module: str | None, token: str | None) -> list[Row]:
-        """The rows of `module` (or all) whose tokens by precision include `token` (or all),
-        highest `order` first (ties in module order, then index)."""
+    def select(
+        self, order: str, module: str | None, token: str | None, label: str | None = None
+    ) -> list[Row]:
+        """The rows of `module` (or all) whose tokens by precision include `token` and whose
+        shown label (the label, else the token summary) contains `label`, ignoring case (each
+        filter only when given), highest `order` first (ties in module order, then index)."""
         wanted = _normal(token) if token else None
+        needle = label.casefold() if label else None
         return [
             row
             for row in (self.rows[i] for i in self.sorted[order])
             if (module is None or row.module == module)
             and (wanted is None or any(_normal(t) == wanted for t, _ in row.top_tokens))
+            and (needle is None or needle in row.interpretation.shown_label.casefold())
         ]
 
     def rank_frequencies(self, module: str) -> np.ndarray:

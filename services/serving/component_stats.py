@@ -1,5 +1,6 @@
-"""ListComponents and GetComponentSummary: a decomposition's harvest (spd_core.harvest), read from
-its store and translated to messages; nothing is recomputed."""
+"""ListComponents and GetComponentSummary: a decomposition's harvest (spd_core.harvest) and labels
+(spd_core.interp), read from its store and translated to messages; nothing is recomputed but
+the token summaries of a store without labels (from the harvest's token statistics)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from services.serving.limits import Limits
 from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
 from spd_client.generated.spd.v1 import harvest_pb2 as hpb
 from spd_core.harvest import ComponentStats, ComponentSummary, HarvestReader
+from spd_core.interp import Interpretation, interpretations
 from spd_core.store import StoreError
 
 DEFAULT_PAGE_SIZE = 100
@@ -30,14 +32,43 @@ def harvest_of(catalog: Catalog, name: str) -> HarvestReader:
         raise unavailable_store(f"decomposition {name!r}: {err}") from None
 
 
-def _stats(s: ComponentStats) -> hpb.ComponentStats:
+_STATUS = {
+    "": hpb.LABEL_STATUS_UNSPECIFIED,
+    "labelled": hpb.LABEL_STATUS_LABELLED,
+    "unparsed": hpb.LABEL_STATUS_UNPARSED,
+}
+
+
+def _interpretation(i: Interpretation) -> hpb.ComponentInterpretation:
+    return hpb.ComponentInterpretation(
+        token_summary=i.token_summary,
+        status=_STATUS[i.status],
+        label=i.label,
+        explanation=i.explanation,
+        detection_score=i.detection_score,
+        detection_control=i.detection_control,
+        explainer_model=i.explainer_model,
+    )
+
+
+def _stats(s: ComponentStats, i: Interpretation) -> hpb.ComponentStats:
     return hpb.ComponentStats(
         module=s.module,
         component=s.component,
         firing_count=s.firing_count,
         firing_frequency=s.firing_frequency,
         mean_ci_when_firing=s.mean_ci_when_firing,
+        interpretation=_interpretation(i),
     )
+
+
+def _interpretations_of(
+    reader: HarvestReader, modules: list[str]
+) -> dict[tuple[str, int], Interpretation]:
+    try:
+        return {(m, c): i for m in modules for c, i in enumerate(interpretations(reader, m))}
+    except StoreError as err:
+        raise unavailable_store(str(err)) from None
 
 
 def _page_token(offset: int, query: list) -> str:
@@ -82,9 +113,14 @@ def list_components(
         raise exhausted(
             f"page_size {page_size} exceeds this server's limit of {limits.max_page_size}"
         )
-    query = [name, module, int(request.order) or hpb.COMPONENT_ORDER_FREQUENCY]
+    needle = request.label_contains.lower() if request.HasField("label_contains") else None
+    query = [name, module, int(request.order) or hpb.COMPONENT_ORDER_FREQUENCY, needle]
     offset = _offset(request.page_token, query)
-    rows = harvest_of(catalog, name).table(module)
+    reader = harvest_of(catalog, name)
+    rows = reader.table(module)
+    shown = _interpretations_of(reader, [module] if module else reader.modules)
+    if needle is not None:
+        rows = [r for r in rows if needle in shown[r.module, r.component].shown_label.lower()]
     order = list(store.modules)
     by_mean = query[2] == hpb.COMPONENT_ORDER_MEAN_CI
 
@@ -97,7 +133,7 @@ def list_components(
     page = rows[offset : offset + page_size]
     more = offset + page_size < len(rows)
     return hpb.ListComponentsResponse(
-        components=[_stats(r) for r in page],
+        components=[_stats(r, shown[r.module, r.component]) for r in page],
         next_page_token=_page_token(offset + page_size, query) if more else "",
         total_size=len(rows),
     )
@@ -115,9 +151,9 @@ def check_component(catalog: Catalog, name: str, module: str, component: int) ->
         )
 
 
-def summary_message(s: ComponentSummary) -> hpb.GetComponentSummaryResponse:
+def summary_message(s: ComponentSummary, i: Interpretation) -> hpb.GetComponentSummaryResponse:
     return hpb.GetComponentSummaryResponse(
-        stats=_stats(s.stats),
+        stats=_stats(s.stats, i),
         n_positions=s.n_positions,
         n_inputs=s.n_inputs,
         threshold=s.threshold,
@@ -152,10 +188,13 @@ def summary_message(s: ComponentSummary) -> hpb.GetComponentSummaryResponse:
 def component_summary(
     catalog: Catalog, request: hpb.GetComponentSummaryRequest
 ) -> hpb.GetComponentSummaryResponse:
-    """One component's harvested statistics."""
+    """One component's harvested statistics, with its label and token summary."""
     check_component(catalog, request.decomposition, request.module, request.component)
     reader = harvest_of(catalog, request.decomposition)
-    return summary_message(reader.summary(request.module, request.component))
+    interpretation = _interpretations_of(reader, [request.module])[
+        request.module, request.component
+    ]
+    return summary_message(reader.summary(request.module, request.component), interpretation)
 
 
 def harvest_contexts(

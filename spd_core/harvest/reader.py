@@ -144,7 +144,7 @@ class HarvestReader:
         with guard(self.store.path, f"{HARVEST}/{MODULES_GROUP}/{module}/{name}"):
             return np.asarray(arr[component])
 
-    def column(self, module: str, name: str) -> np.ndarray | None:
+    def whole(self, module: str, name: str) -> np.ndarray | None:
         """A whole per-component array of one module (row c: component c), or None when this
         harvest has no such array (e.g. token statistics of a toy)."""
         arr = self._array(module, name)

@@ -55,7 +55,9 @@ def decomposition_fingerprint(path: str | Path, root: zarr.Group) -> str | None:
     return None if stored is None else stored.sha256
 
 
-def _set_durably(group: zarr.Group, path: str | Path, node: str, key: str, value: Any) -> None:
+def set_durably(group: zarr.Group, path: str | Path, node: str, key: str, value: Any) -> None:
+    """Set attribute `key` of `group` (the node `node` of the store at `path`) and, on a local
+    disk, fsync its metadata document and directory."""
     group.attrs[key] = value
     if isinstance(path, Path):
         meta = path / node / METADATA if node else path / METADATA
@@ -63,7 +65,8 @@ def _set_durably(group: zarr.Group, path: str | Path, node: str, key: str, value
         fsync_path(meta.parent)
 
 
-def _fill(dtype: np.dtype) -> Any:
+def fill_value(dtype: np.dtype) -> Any:
+    """What an unfilled entry holds: NaN, -1 or ""."""
     if dtype.kind == "f":
         return math.nan
     if dtype.kind in "iu":
@@ -83,9 +86,9 @@ def write_harvest(
     check_complete(attrs, target)
     with guard(target, HARVEST):
         if schema < FIRST_HARVEST_SCHEMA:
-            _set_durably(root, target, "", "spd_schema", FIRST_HARVEST_SCHEMA)
+            set_durably(root, target, "", "spd_schema", FIRST_HARVEST_SCHEMA)
         if HARVEST in root and root[HARVEST].attrs.get("complete") is True:
-            _set_durably(root[HARVEST], target, HARVEST, "complete", False)
+            set_durably(root[HARVEST], target, HARVEST, "complete", False)
         group_attrs = {
             "description": DESCRIPTION,
             "format": HARVEST_FORMAT,
@@ -106,11 +109,11 @@ def write_harvest(
                     shape=data.shape,
                     chunks=(min(C, COMPONENT_CHUNK), *data.shape[1:]),
                     dtype=data.dtype,
-                    fill_value=_fill(data.dtype),
+                    fill_value=fill_value(data.dtype),
                     dimension_names=dims,
                     attributes={"description": description},
                     compressors=CHECKED_COMPRESSORS,
                 )
                 arr[...] = data
         write_manifest(target, root, record_manifest(target, root, HARVEST))
-        _set_durably(group, target, HARVEST, "complete", True)
+        set_durably(group, target, HARVEST, "complete", True)

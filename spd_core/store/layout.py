@@ -1,18 +1,21 @@
-"""Layout of a factor store (schema 3): constants, paths and the per-module layout record.
+"""Layout of a factor store (schema 4): constants, paths and the per-module layout record.
 
 Schema 2 adds the `integrity` group (the manifest written at completion) and a CRC32C in every
 chunk; schema-1 stores still open but cannot be verified. Schema 3 adds the optional `harvest`
 group (dataset-scale component statistics, with its own completeness flag and manifest); a
-schema-2 store is a schema-3 store without a harvest."""
+schema-2 store is a schema-3 store without a harvest. Schema 4 adds the optional `interp` group
+(components' labels and scores, made from the harvest, with its own flag and manifest); a
+schema-3 store is a schema-4 store without labels."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final, Literal
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 FIRST_VERIFIABLE_SCHEMA: Final = 2
 FIRST_HARVEST_SCHEMA: Final = 3
+FIRST_INTERP_SCHEMA: Final = 4
 KINDS: Final = ("linear", "conv1d", "embedding")
 FACTOR_NAMES: Final = ("U", "V")
 FactorName = Literal["U", "V"]
@@ -24,6 +27,8 @@ TARGET: Final = "target"
 TRAINING: Final = "training"
 INTEGRITY: Final = "integrity"
 HARVEST: Final = "harvest"  # schema 3: its own `complete` flag and `integrity` manifest
+INTERP: Final = "interp"  # schema 4: labels made from the harvest; its own flag and manifest
+PRODUCTS: Final = (HARVEST, INTERP)  # groups written after completion, outside its manifest
 STEP: Final = "step"
 RECORD_DIM: Final = "record"
 

@@ -7,10 +7,11 @@ name). Left out: the root `zarr.json` (its attributes hold `complete` and metric
 completion) and the manifest itself. A chunk absent at completion is absent on purpose (Zarr
 does not store chunks equal to the fill value) and must stay absent.
 
-A manifest has a scope: the decomposition's (scope "", everything but `harvest/`) or the
-harvest's (scope "harvest": everything under `harvest/` but its own `zarr.json`, which holds the
-harvest's `complete` flag, and its manifest `harvest/integrity`). A harvest, written after the
-decomposition was completed, thus never changes what the decomposition's manifest records.
+A manifest has a scope: the decomposition's (scope "", everything but `harvest/` and `interp/`),
+the harvest's (scope "harvest": everything under `harvest/` but its own `zarr.json`, which holds
+the harvest's `complete` flag, and its manifest `harvest/integrity`) or the labels' (scope
+"interp", the same under `interp/`). A harvest or labels, written after the decomposition was
+completed, thus never change what the decomposition's manifest records.
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ from zarr.core.sync import sync
 
 from spd_core.store.durable import fsync_path, read_synced, write_durably
 from spd_core.store.errors import StoreError
-from spd_core.store.layout import HARVEST, INTEGRITY
+from spd_core.store.layout import HARVEST, INTEGRITY, INTERP, PRODUCTS
 from spd_core.store.listing import list_objects
 
 ALGORITHM: Final = "sha256"
 METADATA: Final = "zarr.json"
 MANIFEST_KEY: Final = f"{INTEGRITY}/{METADATA}"
-SCOPES: Final = ("", HARVEST)  # the decomposition's manifest and the harvest's
+SCOPES: Final = ("", *PRODUCTS)  # the decomposition's manifest, the harvest's, the labels'
 PARTIAL_SUFFIX: Final = ".partial"  # Zarr's (and our) temporary files, renamed when written
 _REMOTE_BATCH = 64  # objects fetched concurrently from a URL store
 _THREADS = 8  # local files read (and fsynced) concurrently
@@ -64,14 +65,16 @@ def node_path(meta_key: str) -> str:
 
 
 def scope_prefix(scope: str) -> str:
-    """The key prefix of a scope's files: "" for the decomposition, "harvest/" for the harvest."""
+    """The key prefix of a scope's files: "" for the decomposition, "harvest/" for the harvest,
+    "interp/" for the labels."""
     if scope not in SCOPES:
         raise ValueError(f"manifest scope must be one of {SCOPES}, got {scope!r}")
     return f"{scope}/" if scope else ""
 
 
 def manifest_key(scope: str = "") -> str:
-    """Where a scope's manifest lives: `integrity/zarr.json` or `harvest/integrity/zarr.json`."""
+    """Where a scope's manifest lives: `integrity/zarr.json`, `harvest/integrity/zarr.json` or
+    `interp/integrity/zarr.json`."""
     return f"{scope_prefix(scope)}{MANIFEST_KEY}"
 
 
@@ -79,7 +82,9 @@ def tracked(key: str, scope: str = "") -> bool:
     """Whether `key` may be in a manifest of `scope` (in the scope, and not the scope's own
     metadata, its manifest or a temporary file)."""
     prefix = scope_prefix(scope)
-    inside = key.startswith(prefix) if scope else not key.startswith(f"{HARVEST}/")
+    inside = (
+        key.startswith(prefix) if scope else not key.startswith(tuple(f"{p}/" for p in PRODUCTS))
+    )
     excluded = key == f"{prefix}{METADATA}" or key.startswith(f"{prefix}{INTEGRITY}/")
     return inside and not excluded and not key.endswith(PARTIAL_SUFFIX)
 
@@ -235,11 +240,11 @@ def write_manifest(path: str | Path, root: zarr.Group, manifest: Manifest) -> No
 
 
 def read_manifest(path: str | Path, root: zarr.Group, scope: str = "") -> Manifest:
-    """The manifest of a complete schema-2 store (or of its complete harvest, scope
-    "harvest"); StoreError if it is missing or unreadable."""
+    """The manifest of a complete schema-2 store (or of its complete harvest or labels, scope
+    "harvest" or "interp"); StoreError if it is missing or unreadable."""
     key = manifest_key(scope)
     ((_, stored),) = read_stored(path, root, [key])
-    what = "its harvest" if scope else "it"
+    what = {"": "it", HARVEST: "its harvest", INTERP: "its labels"}[scope]
     if stored is None:
         raise StoreError(
             f"factor store {path}: {what} is marked complete but has no integrity manifest "

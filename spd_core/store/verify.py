@@ -16,7 +16,7 @@ from zarr.errors import ZarrUserWarning
 from spd_core.store.access import PathLike, guard, normalize, open_root
 from spd_core.store.errors import StoreError
 from spd_core.store.integrity import Problem, compare_listing, describe_entry, unverifiable_note
-from spd_core.store.layout import FIRST_VERIFIABLE_SCHEMA, HARVEST, INTEGRITY, MODULES
+from spd_core.store.layout import FIRST_VERIFIABLE_SCHEMA, INTEGRITY, MODULES, PRODUCTS
 from spd_core.store.listing import list_objects
 from spd_core.store.manifest import (
     METADATA,
@@ -47,6 +47,8 @@ class VerifyReport:
     harvest: str | None = None
     """"complete" or "incomplete" when the store has a `harvest/` group (schema 3), else None;
     a complete harvest's files are checked against its own manifest like the decomposition's."""
+    interp: str | None = None
+    """The same for the labels' `interp/` group (schema 4)."""
 
     @property
     def ok(self) -> bool:
@@ -64,6 +66,7 @@ class VerifyReport:
             "bytes_checked": self.bytes_checked,
             "seconds": round(self.seconds, 6),
             "harvest": self.harvest,
+            "interp": self.interp,
             "problems": [p.to_json() for p in self.problems],
         }
 
@@ -177,34 +180,35 @@ def verify_store(path: PathLike, *, storage_options: dict[str, Any] | None = Non
             _check_files(target, root, manifest, report)
             report.verified = True
     _check_metadata_and_schema(target, root, report)
-    _check_harvest(target, root, report)
+    for product in PRODUCTS:
+        _check_product(target, root, report, product)
     report.verified = report.verified and report.ok
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _check_harvest(path: str | Path, root: zarr.Group, report: VerifyReport) -> None:
-    """A complete harvest: its files against its manifest, its metadata documents readable. An
-    incomplete one (a harvest still running, or stopped) is reported as such, not as damage:
-    readers refuse it, and the decomposition beside it is whole."""
+def _check_product(path: str | Path, root: zarr.Group, report: VerifyReport, group: str) -> None:
+    """A complete harvest (or labels, `group` "interp"): its files against its manifest, its
+    metadata documents readable. An incomplete one (still running, or stopped) is reported as
+    such, not as damage: readers refuse it, and the decomposition beside it is whole."""
     listing = list_objects(path, root)
-    if f"{HARVEST}/{METADATA}" not in listing:
+    if f"{group}/{METADATA}" not in listing:
         return
     try:
-        with guard(path, HARVEST):
-            complete = root[HARVEST].attrs.get("complete") is True
+        with guard(path, group):
+            complete = root[group].attrs.get("complete") is True
     except StoreError as err:
-        report.problems.append(Problem("metadata", HARVEST, METADATA, "valid Zarr JSON", str(err)))
+        report.problems.append(Problem("metadata", group, METADATA, "valid Zarr JSON", str(err)))
         return
-    report.harvest = "complete" if complete else "incomplete"
+    setattr(report, group, "complete" if complete else "incomplete")
     if not complete:
         return
     try:
-        manifest = read_manifest(path, root, HARVEST)
+        manifest = read_manifest(path, root, group)
     except StoreError as err:
-        expected = "the harvest's integrity manifest written at its completion"
+        expected = f"the {group} group's integrity manifest written at its completion"
         report.problems.append(
-            Problem("manifest", f"{HARVEST}/{INTEGRITY}", METADATA, expected, str(err))
+            Problem("manifest", f"{group}/{INTEGRITY}", METADATA, expected, str(err))
         )
         return
     _check_files(path, root, manifest, report)

@@ -329,8 +329,11 @@ def test_the_text_component_page_shades_every_token_of_its_examples(explorer, ha
 def test_strings_from_a_corpus_are_escaped():
     from services.explorer.harvest_index import Row
     from services.explorer.http_app import TEMPLATES as env
+    from spd_core.interp import Interpretation
 
-    row = Row("m", 0, 1, 0.5, 0.9, (("<script>alert(1)</script>", 1.0),))
+    row = Row(
+        "m", 0, 1, 0.5, 0.9, (("<script>", 1.0),), Interpretation('fires on "<i>"', "", "<b>")
+    )
     html = env.get_template("components.html").render(
         root="",
         d={"name": "x"},
@@ -347,5 +350,5 @@ def test_strings_from_a_corpus_are_escaped():
         no_harvest=None,
         rank_plots=[],
     )
-    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
-    assert "<b>q</b>" not in html
+    assert "<script>" not in html.split("</head>")[1] and "&lt;script&gt;" in html
+    assert "<b>q</b>" not in html and "<b>" not in html and "&lt;b&gt;" in html

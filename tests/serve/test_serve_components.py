@@ -16,6 +16,7 @@ from services.cli import main
 from services.commands.component_summary import jsonable
 from spd_client import AsyncClient, Client
 from spd_core.harvest import HarvestReader
+from spd_core.interp import harvest_token_summaries
 from spd_core.store import FactorStore
 
 pytestmark = pytest.mark.ray
@@ -75,10 +76,19 @@ def test_pages_cover_every_component_once_in_frequency_order(client, harvested_t
     assert fired == sorted(fired, reverse=True) and means[: len(fired)] == fired  # NaN last
 
 
+def _harvest_part(summary) -> dict:
+    """A served summary as JSON without the interpretation (which the harvest does not hold)."""
+    data = jsonable(summary)
+    data["stats"].pop("interpretation")
+    return data
+
+
 def test_summary_is_the_stored_harvest(client, harvested_toy):
     got = client.get_component_summary("tms", "linear1", 3)
     want = HarvestReader.open(FactorStore.open(harvested_toy)).summary("linear1", 3)
-    assert jsonable(got) == jsonable(want)
+    assert _harvest_part(got) == jsonable(want)
+    assert got.stats.interpretation.token_summary == ""  # a toy: no token statistics
+    assert got.stats.interpretation.status == "" and not got.stats.interpretation.label
     assert got.stats.firing_frequency == want.stats.firing_count / 256
     assert len(got.top_examples) == 6 and got.histogram.sum() == 256
 
@@ -87,7 +97,9 @@ def test_text_summary_and_contexts_come_from_the_harvest(client, harvested_text_
     path, _ = harvested_text_store
     want = HarvestReader.open(FactorStore.open(path)).summary(TEXT_MODULE, 1)
     got = client.get_component_summary("smol", TEXT_MODULE, 1)
-    assert jsonable(got) == jsonable(want)
+    assert _harvest_part(got) == jsonable(want)
+    summaries = harvest_token_summaries(HarvestReader.open(FactorStore.open(path)), TEXT_MODULE)
+    assert got.stats.interpretation.token_summary == summaries[1] != ""
     assert got.top_examples[0].token and (got.logits_up or got.stats.firing_count == 0)
     contexts = client.get_component_contexts("smol", TEXT_MODULE, 1, k=3)
     assert contexts.from_harvest and contexts.n_windows == 10

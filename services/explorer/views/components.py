@@ -1,6 +1,6 @@
-"""`/d/{name}/components?module=&order=&q=&page=`: the component table, paged on the server,
-sorted by firing frequency or mean CI, filtered by module, searched by input token; with a
-frequency-against-rank plot per module."""
+"""`/d/{name}/components?module=&order=&q=&label=&page=`: the component table, paged on the
+server, sorted by firing frequency or mean CI, filtered by module, searched by input token and
+by label; with a frequency-against-rank plot per module."""
 
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ async def components(rpc: Rpc, state: ExplorerState, name: str, query: Mapping[s
     module = params.module(query.get("module"), modules, name)
     order = params.choice(query, "order", ORDERS, "frequency")
     token = params.text(query, "q")
+    label = params.text(query, "label")
     page = params.positive_int(query, "page", 1)
-    state_query = {"module": module, "order": order, "q": token}
+    state_query = {"module": module, "order": order, "q": token, "label": label}
     base = {"d": d, "modules": modules, **state_query, "page": page}
     try:
         index = await state.index(name)
@@ -41,7 +42,7 @@ async def components(rpc: Rpc, state: ExplorerState, name: str, query: Mapping[s
         if err.code != grpc.StatusCode.FAILED_PRECONDITION:
             raise
         return {**base, "no_harvest": err.message}
-    rows = index.select(order, module, token)
+    rows = index.select(order, module, token, label)
     pages = max(1, -(-len(rows) // PAGE_SIZE))
     if page > pages:
         raise params.bad_parameter(f"page={page} is past the last page ({pages})")
@@ -64,8 +65,11 @@ async def components(rpc: Rpc, state: ExplorerState, name: str, query: Mapping[s
         "total": len(rows),
         "pages": pages,
         "has_tokens": index.has_tokens,
+        "has_labels": index.has_labels,
         "prev_url": page_url(name, **state_query, page=page - 1) if page > 1 else None,
         "next_url": page_url(name, **state_query, page=page + 1) if page < pages else None,
-        "order_urls": {o: page_url(name, module=module, order=o, q=token) for o in ORDERS},
+        "order_urls": {
+            o: page_url(name, module=module, order=o, q=token, label=label) for o in ORDERS
+        },
         "rank_plots": plots,
     }

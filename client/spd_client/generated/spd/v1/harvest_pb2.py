@@ -24,31 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14spd/v1/harvest.proto\x12\x06spd.v1\"\x9c\x01\n\x15ListComponentsRequest\x12\x15\n\rdecomposition\x18\x01 \x01(\t\x12\x13\n\x06module\x18\x02 \x01(\tH\x00\x88\x01\x01\x12%\n\x05order\x18\x03 \x01(\x0e\x32\x16.spd.v1.ComponentOrder\x12\x11\n\tpage_size\x18\x04 \x01(\x03\x12\x12\n\npage_token\x18\x05 \x01(\tB\t\n\x07_module\"\x80\x01\n\x0e\x43omponentStats\x12\x0e\n\x06module\x18\x01 \x01(\t\x12\x11\n\tcomponent\x18\x02 \x01(\x03\x12\x14\n\x0c\x66iring_count\x18\x03 \x01(\x03\x12\x18\n\x10\x66iring_frequency\x18\x04 \x01(\x01\x12\x1b\n\x13mean_ci_when_firing\x18\x05 \x01(\x01\"q\n\x16ListComponentsResponse\x12*\n\ncomponents\x18\x01 \x03(\x0b\x32\x16.spd.v1.ComponentStats\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\"V\n\x1aGetComponentSummaryRequest\x12\x15\n\rdecomposition\x18\x01 \x01(\t\x12\x0e\n\x06module\x18\x02 \x01(\t\x12\x11\n\tcomponent\x18\x03 \x01(\x03\"o\n\nTopExample\x12\x12\n\nimportance\x18\x01 \x01(\x02\x12\r\n\x05input\x18\x02 \x01(\x03\x12\x10\n\x08position\x18\x03 \x01(\x03\x12\r\n\x05token\x18\x04 \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\x05 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x06 \x01(\t\"E\n\x11\x43oactiveComponent\x12\x0e\n\x06module\x18\x01 \x01(\t\x12\x11\n\tcomponent\x18\x02 \x01(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"^\n\tTokenStat\x12\x10\n\x08token_id\x18\x01 \x01(\x03\x12\r\n\x05token\x18\x02 \x01(\t\x12\x11\n\tprecision\x18\x03 \x01(\x01\x12\x0e\n\x06recall\x18\x04 \x01(\x01\x12\r\n\x05\x63ount\x18\x05 \x01(\x03\">\n\x0bLogitChange\x12\x10\n\x08token_id\x18\x01 \x01(\x03\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0e\n\x06\x63hange\x18\x03 \x01(\x01\"\xf4\x03\n\x1bGetComponentSummaryResponse\x12%\n\x05stats\x18\x01 \x01(\x0b\x32\x16.spd.v1.ComponentStats\x12\x13\n\x0bn_positions\x18\x02 \x01(\x03\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x11\n\tbin_edges\x18\x04 \x03(\x01\x12\x11\n\thistogram\x18\x05 \x03(\x03\x12(\n\x0ctop_examples\x18\x06 \x03(\x0b\x32\x12.spd.v1.TopExample\x12\x39\n\x16\x63oactive_within_module\x18\x07 \x03(\x0b\x32\x19.spd.v1.CoactiveComponent\x12:\n\x17\x63oactive_across_modules\x18\x08 \x03(\x0b\x32\x19.spd.v1.CoactiveComponent\x12.\n\x13tokens_by_precision\x18\t \x03(\x0b\x32\x11.spd.v1.TokenStat\x12+\n\x10tokens_by_recall\x18\n \x03(\x0b\x32\x11.spd.v1.TokenStat\x12&\n\tlogits_up\x18\x0b \x03(\x0b\x32\x13.spd.v1.LogitChange\x12(\n\x0blogits_down\x18\x0c \x03(\x0b\x32\x13.spd.v1.LogitChange\x12\x10\n\x08n_inputs\x18\r \x01(\x03*m\n\x0e\x43omponentOrder\x12\x1f\n\x1b\x43OMPONENT_ORDER_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43OMPONENT_ORDER_FREQUENCY\x10\x01\x12\x1b\n\x17\x43OMPONENT_ORDER_MEAN_CI\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14spd/v1/harvest.proto\x12\x06spd.v1\"\xcc\x01\n\x15ListComponentsRequest\x12\x15\n\rdecomposition\x18\x01 \x01(\t\x12\x13\n\x06module\x18\x02 \x01(\tH\x00\x88\x01\x01\x12%\n\x05order\x18\x03 \x01(\x0e\x32\x16.spd.v1.ComponentOrder\x12\x11\n\tpage_size\x18\x04 \x01(\x03\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x1b\n\x0elabel_contains\x18\x06 \x01(\tH\x01\x88\x01\x01\x42\t\n\x07_moduleB\x11\n\x0f_label_contains\"\xc6\x01\n\x17\x43omponentInterpretation\x12\x15\n\rtoken_summary\x18\x01 \x01(\t\x12#\n\x06status\x18\x02 \x01(\x0e\x32\x13.spd.v1.LabelStatus\x12\r\n\x05label\x18\x03 \x01(\t\x12\x13\n\x0b\x65xplanation\x18\x04 \x01(\t\x12\x17\n\x0f\x64\x65tection_score\x18\x05 \x01(\x01\x12\x19\n\x11\x64\x65tection_control\x18\x06 \x01(\x01\x12\x17\n\x0f\x65xplainer_model\x18\x07 \x01(\t\"\xb9\x01\n\x0e\x43omponentStats\x12\x0e\n\x06module\x18\x01 \x01(\t\x12\x11\n\tcomponent\x18\x02 \x01(\x03\x12\x14\n\x0c\x66iring_count\x18\x03 \x01(\x03\x12\x18\n\x10\x66iring_frequency\x18\x04 \x01(\x01\x12\x1b\n\x13mean_ci_when_firing\x18\x05 \x01(\x01\x12\x37\n\x0einterpretation\x18\x06 \x01(\x0b\x32\x1f.spd.v1.ComponentInterpretation\"q\n\x16ListComponentsResponse\x12*\n\ncomponents\x18\x01 \x03(\x0b\x32\x16.spd.v1.ComponentStats\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\"V\n\x1aGetComponentSummaryRequest\x12\x15\n\rdecomposition\x18\x01 \x01(\t\x12\x0e\n\x06module\x18\x02 \x01(\t\x12\x11\n\tcomponent\x18\x03 \x01(\x03\"o\n\nTopExample\x12\x12\n\nimportance\x18\x01 \x01(\x02\x12\r\n\x05input\x18\x02 \x01(\x03\x12\x10\n\x08position\x18\x03 \x01(\x03\x12\r\n\x05token\x18\x04 \x01(\t\x12\x0e\n\x06\x62\x65\x66ore\x18\x05 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x06 \x01(\t\"E\n\x11\x43oactiveComponent\x12\x0e\n\x06module\x18\x01 \x01(\t\x12\x11\n\tcomponent\x18\x02 \x01(\x03\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"^\n\tTokenStat\x12\x10\n\x08token_id\x18\x01 \x01(\x03\x12\r\n\x05token\x18\x02 \x01(\t\x12\x11\n\tprecision\x18\x03 \x01(\x01\x12\x0e\n\x06recall\x18\x04 \x01(\x01\x12\r\n\x05\x63ount\x18\x05 \x01(\x03\">\n\x0bLogitChange\x12\x10\n\x08token_id\x18\x01 \x01(\x03\x12\r\n\x05token\x18\x02 \x01(\t\x12\x0e\n\x06\x63hange\x18\x03 \x01(\x01\"\xf4\x03\n\x1bGetComponentSummaryResponse\x12%\n\x05stats\x18\x01 \x01(\x0b\x32\x16.spd.v1.ComponentStats\x12\x13\n\x0bn_positions\x18\x02 \x01(\x03\x12\x11\n\tthreshold\x18\x03 \x01(\x01\x12\x11\n\tbin_edges\x18\x04 \x03(\x01\x12\x11\n\thistogram\x18\x05 \x03(\x03\x12(\n\x0ctop_examples\x18\x06 \x03(\x0b\x32\x12.spd.v1.TopExample\x12\x39\n\x16\x63oactive_within_module\x18\x07 \x03(\x0b\x32\x19.spd.v1.CoactiveComponent\x12:\n\x17\x63oactive_across_modules\x18\x08 \x03(\x0b\x32\x19.spd.v1.CoactiveComponent\x12.\n\x13tokens_by_precision\x18\t \x03(\x0b\x32\x11.spd.v1.TokenStat\x12+\n\x10tokens_by_recall\x18\n \x03(\x0b\x32\x11.spd.v1.TokenStat\x12&\n\tlogits_up\x18\x0b \x03(\x0b\x32\x13.spd.v1.LogitChange\x12(\n\x0blogits_down\x18\x0c \x03(\x0b\x32\x13.spd.v1.LogitChange\x12\x10\n\x08n_inputs\x18\r \x01(\x03*m\n\x0e\x43omponentOrder\x12\x1f\n\x1b\x43OMPONENT_ORDER_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43OMPONENT_ORDER_FREQUENCY\x10\x01\x12\x1b\n\x17\x43OMPONENT_ORDER_MEAN_CI\x10\x02*a\n\x0bLabelStatus\x12\x1c\n\x18LABEL_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15LABEL_STATUS_LABELLED\x10\x01\x12\x19\n\x15LABEL_STATUS_UNPARSED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'spd_client.generated.spd.v1.harvest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COMPONENTORDER']._serialized_start=1372
-  _globals['_COMPONENTORDER']._serialized_end=1481
+  _globals['_COMPONENTORDER']._serialized_start=1678
+  _globals['_COMPONENTORDER']._serialized_end=1787
+  _globals['_LABELSTATUS']._serialized_start=1789
+  _globals['_LABELSTATUS']._serialized_end=1886
   _globals['_LISTCOMPONENTSREQUEST']._serialized_start=33
-  _globals['_LISTCOMPONENTSREQUEST']._serialized_end=189
-  _globals['_COMPONENTSTATS']._serialized_start=192
-  _globals['_COMPONENTSTATS']._serialized_end=320
-  _globals['_LISTCOMPONENTSRESPONSE']._serialized_start=322
-  _globals['_LISTCOMPONENTSRESPONSE']._serialized_end=435
-  _globals['_GETCOMPONENTSUMMARYREQUEST']._serialized_start=437
-  _globals['_GETCOMPONENTSUMMARYREQUEST']._serialized_end=523
-  _globals['_TOPEXAMPLE']._serialized_start=525
-  _globals['_TOPEXAMPLE']._serialized_end=636
-  _globals['_COACTIVECOMPONENT']._serialized_start=638
-  _globals['_COACTIVECOMPONENT']._serialized_end=707
-  _globals['_TOKENSTAT']._serialized_start=709
-  _globals['_TOKENSTAT']._serialized_end=803
-  _globals['_LOGITCHANGE']._serialized_start=805
-  _globals['_LOGITCHANGE']._serialized_end=867
-  _globals['_GETCOMPONENTSUMMARYRESPONSE']._serialized_start=870
-  _globals['_GETCOMPONENTSUMMARYRESPONSE']._serialized_end=1370
+  _globals['_LISTCOMPONENTSREQUEST']._serialized_end=237
+  _globals['_COMPONENTINTERPRETATION']._serialized_start=240
+  _globals['_COMPONENTINTERPRETATION']._serialized_end=438
+  _globals['_COMPONENTSTATS']._serialized_start=441
+  _globals['_COMPONENTSTATS']._serialized_end=626
+  _globals['_LISTCOMPONENTSRESPONSE']._serialized_start=628
+  _globals['_LISTCOMPONENTSRESPONSE']._serialized_end=741
+  _globals['_GETCOMPONENTSUMMARYREQUEST']._serialized_start=743
+  _globals['_GETCOMPONENTSUMMARYREQUEST']._serialized_end=829
+  _globals['_TOPEXAMPLE']._serialized_start=831
+  _globals['_TOPEXAMPLE']._serialized_end=942
+  _globals['_COACTIVECOMPONENT']._serialized_start=944
+  _globals['_COACTIVECOMPONENT']._serialized_end=1013
+  _globals['_TOKENSTAT']._serialized_start=1015
+  _globals['_TOKENSTAT']._serialized_end=1109
+  _globals['_LOGITCHANGE']._serialized_start=1111
+  _globals['_LOGITCHANGE']._serialized_end=1173
+  _globals['_GETCOMPONENTSUMMARYRESPONSE']._serialized_start=1176
+  _globals['_GETCOMPONENTSUMMARYRESPONSE']._serialized_end=1676
 # @@protoc_insertion_point(module_scope)

@@ -12,37 +12,68 @@ class ComponentOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COMPONENT_ORDER_UNSPECIFIED: _ClassVar[ComponentOrder]
     COMPONENT_ORDER_FREQUENCY: _ClassVar[ComponentOrder]
     COMPONENT_ORDER_MEAN_CI: _ClassVar[ComponentOrder]
+
+class LabelStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LABEL_STATUS_UNSPECIFIED: _ClassVar[LabelStatus]
+    LABEL_STATUS_LABELLED: _ClassVar[LabelStatus]
+    LABEL_STATUS_UNPARSED: _ClassVar[LabelStatus]
 COMPONENT_ORDER_UNSPECIFIED: ComponentOrder
 COMPONENT_ORDER_FREQUENCY: ComponentOrder
 COMPONENT_ORDER_MEAN_CI: ComponentOrder
+LABEL_STATUS_UNSPECIFIED: LabelStatus
+LABEL_STATUS_LABELLED: LabelStatus
+LABEL_STATUS_UNPARSED: LabelStatus
 
 class ListComponentsRequest(_message.Message):
-    __slots__ = ("decomposition", "module", "order", "page_size", "page_token")
+    __slots__ = ("decomposition", "module", "order", "page_size", "page_token", "label_contains")
     DECOMPOSITION_FIELD_NUMBER: _ClassVar[int]
     MODULE_FIELD_NUMBER: _ClassVar[int]
     ORDER_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    LABEL_CONTAINS_FIELD_NUMBER: _ClassVar[int]
     decomposition: str
     module: str
     order: ComponentOrder
     page_size: int
     page_token: str
-    def __init__(self, decomposition: _Optional[str] = ..., module: _Optional[str] = ..., order: _Optional[_Union[ComponentOrder, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    label_contains: str
+    def __init__(self, decomposition: _Optional[str] = ..., module: _Optional[str] = ..., order: _Optional[_Union[ComponentOrder, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., label_contains: _Optional[str] = ...) -> None: ...
+
+class ComponentInterpretation(_message.Message):
+    __slots__ = ("token_summary", "status", "label", "explanation", "detection_score", "detection_control", "explainer_model")
+    TOKEN_SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    DETECTION_SCORE_FIELD_NUMBER: _ClassVar[int]
+    DETECTION_CONTROL_FIELD_NUMBER: _ClassVar[int]
+    EXPLAINER_MODEL_FIELD_NUMBER: _ClassVar[int]
+    token_summary: str
+    status: LabelStatus
+    label: str
+    explanation: str
+    detection_score: float
+    detection_control: float
+    explainer_model: str
+    def __init__(self, token_summary: _Optional[str] = ..., status: _Optional[_Union[LabelStatus, str]] = ..., label: _Optional[str] = ..., explanation: _Optional[str] = ..., detection_score: _Optional[float] = ..., detection_control: _Optional[float] = ..., explainer_model: _Optional[str] = ...) -> None: ...
 
 class ComponentStats(_message.Message):
-    __slots__ = ("module", "component", "firing_count", "firing_frequency", "mean_ci_when_firing")
+    __slots__ = ("module", "component", "firing_count", "firing_frequency", "mean_ci_when_firing", "interpretation")
     MODULE_FIELD_NUMBER: _ClassVar[int]
     COMPONENT_FIELD_NUMBER: _ClassVar[int]
     FIRING_COUNT_FIELD_NUMBER: _ClassVar[int]
     FIRING_FREQUENCY_FIELD_NUMBER: _ClassVar[int]
     MEAN_CI_WHEN_FIRING_FIELD_NUMBER: _ClassVar[int]
+    INTERPRETATION_FIELD_NUMBER: _ClassVar[int]
     module: str
     component: int
     firing_count: int
     firing_frequency: float
     mean_ci_when_firing: float
-    def __init__(self, module: _Optional[str] = ..., component: _Optional[int] = ..., firing_count: _Optional[int] = ..., firing_frequency: _Optional[float] = ..., mean_ci_when_firing: _Optional[float] = ...) -> None: ...
+    interpretation: ComponentInterpretation
+    def __init__(self, module: _Optional[str] = ..., component: _Optional[int] = ..., firing_count: _Optional[int] = ..., firing_frequency: _Optional[float] = ..., mean_ci_when_firing: _Optional[float] = ..., interpretation: _Optional[_Union[ComponentInterpretation, _Mapping]] = ...) -> None: ...
 
 class ListComponentsResponse(_message.Message):
     __slots__ = ("components", "next_page_token", "total_size")

@@ -1,0 +1,71 @@
+"""Reading the language model's answers: a label (and explanation) from the explainer, the
+numbers of the matching snippets from the scorer. A malformed answer gives None (the caller asks
+again, then records it as unparsed)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_LABEL_CHARS = 80
+MAX_LABEL_WORDS = 12
+MAX_EXPLANATION_CHARS = 500
+_FIELD = re.compile(r"^[\s*#>_-]*(label|explanation)[\s*_]*[:：][\s*_]*(.*)$", re.IGNORECASE)
+_NUMBER = re.compile(r"\b\d+\b")
+_NONE = re.compile(r"\bnone\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ParsedLabel:
+    label: str
+    explanation: str
+
+
+_QUOTES = {'"': '"', "'": "'", "“": "”", "`": "`"}
+
+
+def _clean(text: str) -> str:
+    """Without markdown emphasis, one pair of enclosing quotes and a final period."""
+    text = text.strip().strip("*_").strip()
+    if len(text) >= 2 and _QUOTES.get(text[0]) == text[-1]:
+        text = text[1:-1].strip()
+    return text.rstrip(".").strip()
+
+
+def _usable(label: str) -> bool:
+    return 0 < len(label) <= MAX_LABEL_CHARS and len(label.split()) <= MAX_LABEL_WORDS
+
+
+def parse_label(answer: str) -> ParsedLabel | None:
+    """`Label: …` and `Explanation: …` lines (any case, markdown around them allowed); without a
+    `Label:` line, a short first line is the label and the rest the explanation. None when
+    there is no label, or it is longer than MAX_LABEL_WORDS words / MAX_LABEL_CHARS characters."""
+    lines = [line.strip() for line in answer.strip().splitlines() if line.strip()]
+    fields: dict[str, str] = {}
+    rest: list[str] = []
+    for line in lines:
+        match = _FIELD.match(line)
+        if match and match.group(1).lower() not in fields:
+            fields[match.group(1).lower()] = _clean(match.group(2))
+        else:
+            rest.append(line)
+    if "label" in fields:
+        label = fields["label"]
+        explanation = fields.get("explanation") or " ".join(rest)
+    elif lines:
+        label, explanation = _clean(lines[0]), fields.get("explanation") or " ".join(lines[1:])
+    else:
+        return None
+    if not _usable(label):
+        return None
+    return ParsedLabel(label, _clean(explanation)[:MAX_EXPLANATION_CHARS])
+
+
+def parse_selection(answer: str, n: int) -> frozenset[int] | None:
+    """The snippet numbers (1..n) the scorer named, 0-based; an empty set for "none"; None when
+    the answer names no snippet in range and does not say none."""
+    numbers = {int(m) for m in _NUMBER.findall(answer)}
+    chosen = frozenset(k - 1 for k in numbers if 1 <= k <= n)
+    if chosen:
+        return chosen
+    return frozenset() if _NONE.search(answer) else None
