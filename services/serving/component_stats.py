@@ -6,26 +6,25 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 
 from services.serving import validation
 from services.serving.catalog import Catalog
 from services.serving.errors import exhausted, invalid, unavailable_store
+from services.serving.harvest_cache import ServedHarvest
 from services.serving.limits import Limits
 from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
 from spd_client.generated.spd.v1 import harvest_pb2 as hpb
-from spd_core.harvest import ComponentStats, ComponentSummary, HarvestReader
+from spd_core.harvest import ComponentStats, ComponentSummary
 from spd_core.store import StoreError
 
 DEFAULT_PAGE_SIZE = 100
 
 
-def harvest_of(catalog: Catalog, name: str) -> HarvestReader:
+def harvest_of(catalog: Catalog, name: str) -> ServedHarvest:
     """The decomposition's complete harvest; FAILED_PRECONDITION (saying to run `spd harvest`)
     when it has none, or an incomplete or damaged one."""
-    store = catalog.store(name)
     try:
-        return HarvestReader.open(store)
+        return catalog.harvest(name)
     except StoreError as err:
         raise unavailable_store(f"decomposition {name!r}: {err}") from None
 
@@ -67,7 +66,7 @@ def list_components(
     catalog: Catalog, limits: Limits, request: hpb.ListComponentsRequest
 ) -> hpb.ListComponentsResponse:
     """One page of components sorted by frequency (default) or mean CI, highest first; ties in
-    module order, then component index."""
+    module order, then component index (the ranking is the harvest's, built once)."""
     name = request.decomposition
     store = catalog.store(name)
     module = request.module if request.HasField("module") else None
@@ -84,16 +83,7 @@ def list_components(
         )
     query = [name, module, int(request.order) or hpb.COMPONENT_ORDER_FREQUENCY]
     offset = _offset(request.page_token, query)
-    rows = harvest_of(catalog, name).table(module)
-    order = list(store.modules)
-    by_mean = query[2] == hpb.COMPONENT_ORDER_MEAN_CI
-
-    def value(r: ComponentStats) -> float:
-        if not by_mean:
-            return r.firing_frequency
-        return -1.0 if math.isnan(r.mean_ci_when_firing) else r.mean_ci_when_firing  # never: last
-
-    rows.sort(key=lambda r: (-value(r), order.index(r.module), r.component))
+    rows = harvest_of(catalog, name).ranked(module, query[2] == hpb.COMPONENT_ORDER_MEAN_CI)
     page = rows[offset : offset + page_size]
     more = offset + page_size < len(rows)
     return hpb.ListComponentsResponse(
@@ -154,7 +144,7 @@ def component_summary(
 ) -> hpb.GetComponentSummaryResponse:
     """One component's harvested statistics."""
     check_component(catalog, request.decomposition, request.module, request.component)
-    reader = harvest_of(catalog, request.decomposition)
+    reader = harvest_of(catalog, request.decomposition).reader
     return summary_message(reader.summary(request.module, request.component))
 
 
@@ -164,7 +154,7 @@ def harvest_contexts(
     """GetComponentContexts from the harvest's top examples, or None when there is no complete
     harvest (the caller then searches held-out windows)."""
     try:
-        reader = HarvestReader.open(catalog.store(request.decomposition))
+        reader = catalog.harvest(request.decomposition).reader
     except StoreError:
         return None
     s = reader.summary(request.module, request.component)
