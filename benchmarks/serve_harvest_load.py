@@ -14,9 +14,11 @@ same load from whatever else shares the machine), it measures
 - each call alone, one sequential client, `--calls` times: GetComponentSummary (components in
   turn), ListComponents (the first page of 50; a deep page: the last one; the first page of one
   module), GetComponentContexts (k 10), ComputeImportances of a 24-token text;
-- the same calls under load: `--clients` asyncio clients (one channel each) in a closed loop for
-  `--seconds`, each call drawn at random from summary / first page / deep page / contexts /
-  importances; p50/p99 per call and the calls/s answered in all.
+- the same calls under load, `--clients` asyncio clients (one channel each) for `--seconds`,
+  each call drawn at random from summary / first page / deep page / contexts / importances:
+  "paced", each client thinking a random time of mean `--think-ms` after each answer (people
+  clicking through explorer pages), and "saturated", a closed loop without think time (the
+  calls/s the server can answer); p50/p99 per call and the calls/s answered in all.
 Printed as JSON lines, with the before/after ratios and the importances' p50 under load over
 alone. Latencies pool every round; client, proxy and both replicas share this machine's CPUs.
 """
@@ -40,6 +42,7 @@ NAME = "bench"
 PAGE = 50
 VARIANTS = {"before": False, "after": True}  # variant -> harvest_cache
 LOAD_MIX = ("summary", "list_first", "list_deep", "contexts", "importances")
+PHASES = ("alone", "paced", "saturated")
 Call = Callable[..., Awaitable[object]]
 
 
@@ -90,25 +93,39 @@ async def alone(client, calls: Calls, n: int, out: dict[str, list[float]]) -> No
 
 
 async def load(
-    make_client, setup: tuple, clients: int, seconds: float, out: dict[str, list[float]]
+    make_client,
+    setup: tuple,
+    clients: int,
+    seconds: float,
+    think_s: float,
+    out: dict[str, list[float]],
 ) -> tuple[int, float]:
-    """(calls answered, seconds they took) of `clients` closed-loop clients."""
-    done = 0
-    began = time.perf_counter()
-    stop = began + seconds
+    """(calls answered, seconds they took) of `clients` clients, each waiting for its answer and
+    then a random (exponential) think time of mean `think_s` (0: a closed loop) before its next
+    call."""
+    done, ready, go = 0, 0, asyncio.Event()
+    began = stop = 0.0
 
     async def worker(seed: int) -> None:
-        nonlocal done
+        nonlocal done, ready, began, stop
         rng = random.Random(seed)
         async with make_client() as client:
             kinds = Calls(client, *setup).kinds()
-            await kinds["summary"]()  # the channel is connected before the clock matters
+            await kinds["list_first"]()  # every channel connected before the clock starts
+            ready += 1
+            if ready == clients:
+                began = time.perf_counter()
+                stop = began + seconds
+                go.set()
+            await go.wait()
             while time.perf_counter() < stop:
                 kind = rng.choice(LOAD_MIX)
                 start = time.perf_counter()
                 await kinds[kind]()
                 out[kind].append(time.perf_counter() - start)
                 done += 1
+                if think_s:
+                    await asyncio.sleep(rng.expovariate(1 / think_s))
 
     await asyncio.gather(*(worker(i) for i in range(clients)))
     return done, time.perf_counter() - began
@@ -123,6 +140,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="under load, per round")
     parser.add_argument("--calls", type=int, default=60, help="calls of each kind alone, per round")
     parser.add_argument("--rounds", type=int, default=2, help="before/after rounds, interleaved")
+    parser.add_argument(
+        "--think-ms", type=float, default=250.0, help="mean think time per client, paced load"
+    )
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -163,42 +183,48 @@ def main() -> None:
                 token = nxt.next_page_token
         emit("components", len(components), "")
         setup = (components, token, module)
-        alone_s: dict[str, dict[str, list[float]]] = {v: defaultdict(list) for v in VARIANTS}
-        load_s: dict[str, dict[str, list[float]]] = {v: defaultdict(list) for v in VARIANTS}
-        calls_done: dict[str, list[float]] = {v: [0, 0.0] for v in VARIANTS}
+        times = {(v, p): defaultdict(list) for v in VARIANTS for p in PHASES}
+        calls_done = {(v, p): [0, 0.0] for v in VARIANTS for p in PHASES[1:]}
+        think = {"paced": args.think_ms / 1e3, "saturated": 0.0}
 
         def make_client(variant: str):
             return lambda: AsyncClient(address, application=applications[variant], timeout=120)
 
         async def round_of(variant: str) -> None:
             async with make_client(variant)() as client:
-                await alone(client, Calls(client, *setup), args.calls, alone_s[variant])
-            done, took = await load(
-                make_client(variant), setup, args.clients, args.seconds, load_s[variant]
-            )
-            calls_done[variant][0] += done
-            calls_done[variant][1] += took
+                await alone(client, Calls(client, *setup), args.calls, times[variant, "alone"])
+            for phase in PHASES[1:]:
+                done, took = await load(
+                    make_client(variant),
+                    setup,
+                    args.clients,
+                    args.seconds,
+                    think[phase],
+                    times[variant, phase],
+                )
+                calls_done[variant, phase][0] += done
+                calls_done[variant, phase][1] += took
 
         for _ in range(args.rounds):
             for variant in VARIANTS:
                 asyncio.run(round_of(variant))
         p50: dict[tuple[str, str, str], float] = {}
-        for variant in VARIANTS:
-            for phase, table in (("alone", alone_s[variant]), ("load", load_s[variant])):
-                for kind, times in table.items():
-                    q50, q99 = np.percentile(times, [50, 99]) * 1e3
-                    p50[variant, phase, kind] = q50
-                    emit(f"{variant}_{phase}_p50_{kind}", q50, "ms")
-                    emit(f"{variant}_{phase}_p99_{kind}", q99, "ms")
-            rate = calls_done[variant][0] / calls_done[variant][1]
-            emit(f"{variant}_load_{args.clients}_clients_calls_per_s", rate, "calls/s")
-        for phase, kinds in (("alone", alone_s["after"]), ("load", load_s["after"])):
-            for kind in kinds:
+        for (variant, phase), table in times.items():
+            for kind, seconds in table.items():
+                q50, q99 = np.percentile(seconds, [50, 99]) * 1e3
+                p50[variant, phase, kind] = q50
+                emit(f"{variant}_{phase}_p50_{kind}", q50, "ms")
+                emit(f"{variant}_{phase}_p99_{kind}", q99, "ms")
+        for (variant, phase), (done, took) in calls_done.items():
+            emit(f"{variant}_{phase}_{args.clients}_clients_calls_per_s", done / took, "calls/s")
+        for variant, phase, kind in p50:
+            if variant == "after":
                 ratio = p50["before", phase, kind] / p50["after", phase, kind]
                 emit(f"{phase}_p50_{kind}_before_over_after", ratio, "x")
         for variant in VARIANTS:
-            ratio = p50[variant, "load", "importances"] / p50[variant, "alone", "importances"]
-            emit(f"{variant}_importances_p50_load_over_alone", ratio, "x")
+            for phase in PHASES[1:]:
+                ratio = p50[variant, phase, "importances"] / p50[variant, "alone", "importances"]
+                emit(f"{variant}_importances_p50_{phase}_over_alone", ratio, "x")
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -29,13 +29,13 @@ from spd_core.store.layout import HARVEST
 from spd_core.store.manifest import METADATA, manifest_key
 
 STAMPED = (f"{HARVEST}/{METADATA}", manifest_key(HARVEST), manifest_key())
-_URL_FIELDS = ("size", "ETag", "etag", "LastModified", "mtime", "generation", "md5Hash")
 Stamp = tuple[object, ...]
 
 
 def harvest_stamp(store: FactorStore) -> Stamp:
     """What changes whenever the store's harvest (or decomposition) is replaced: per STAMPED
-    file, its stat (local) or ETag/modification time/size (URL); None for an absent file."""
+    file, its stat (local) or what its filesystem says of it (URL: size, ETag, modification
+    time, ...); None for an absent file."""
     return tuple(_file_stamp(store, key) for key in STAMPED)
 
 
@@ -54,7 +54,7 @@ def _file_stamp(store: FactorStore, key: str) -> object:
         info = sync(fs._info(path))
     except FileNotFoundError:
         return None
-    return tuple(str(info.get(name)) for name in _URL_FIELDS)
+    return tuple(sorted((k, str(v)) for k, v in info.items() if k != "name"))
 
 
 def _ranked(rows: list[ComponentStats], modules: list[str], by_mean: bool) -> list[ComponentStats]:
@@ -76,7 +76,9 @@ class ServedHarvest:
 
     reader: HarvestReader
     stamp: Stamp = ()
-    _ranked: dict[tuple[str | None, bool], list[ComponentStats]] = field(default_factory=dict)
+    _ranked: dict[tuple[str | None, bool], list[ComponentStats]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def ranked(self, module: str | None, by_mean: bool) -> list[ComponentStats]:
         """The components (of `module`, or all), ranked as ListComponents lists them. Built

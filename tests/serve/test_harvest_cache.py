@@ -9,6 +9,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import fsspec
 import grpc
 import pytest
 import zarr
@@ -142,6 +143,23 @@ def test_a_damaged_new_harvest_is_refused_and_stays_refused(harvested):
         err = _refusal(lambda: _summary(catalog, "linear1", 0))
         assert err.code == grpc.StatusCode.FAILED_PRECONDITION
         assert "linear1/top_ci" in err.message and "damaged" in err.message, err.message
+
+
+def test_a_url_store_is_stamped_by_what_its_filesystem_says(harvested):
+    fs = fsspec.filesystem("memory")
+    fs.put(str(harvested), "/stamped/tms.zarr", recursive=True)
+    try:
+        catalog = Catalog({"tms": "memory://stamped/tms.zarr"})
+        first = catalog.harvest("tms")
+        assert catalog.harvest("tms") is first
+        manifest = "/stamped/tms.zarr/harvest/integrity/zarr.json"
+        fs.pipe(manifest, fs.cat(manifest) + b" ")  # a new manifest (same files): reopened
+        assert catalog.harvest("tms") is not first
+        fs.rm(manifest)
+        err = _refusal(lambda: _summary(catalog, "linear1", 0))
+        assert "has no integrity manifest" in err.message, err.message
+    finally:
+        fs.rm("/stamped", recursive=True)
 
 
 def test_threads_sharing_the_cache_get_the_sequential_answers(harvested):
