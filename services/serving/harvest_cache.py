@@ -6,7 +6,7 @@ Whether the kept harvest is still the stored one is decided on every request fro
 three files a new, removed, restarted or replaced harvest (or decomposition) always rewrites:
 `harvest/zarr.json` (its `complete` flag), its manifest `harvest/integrity/zarr.json` and the
 decomposition's manifest `integrity/zarr.json`: their inode, size and times (a local store) or
-their ETag / modification time and size (a URL store). A new stamp opens the harvest again, with
+what the filesystem reports of them (a URL store: size, ETag, modification time, ...). A new stamp opens the harvest again, with
 every check of `HarvestReader.open` (complete, listing against manifest, made from this
 decomposition); a refusal is not kept, so a harvest that is refused stays refused until it is
 fixed. Bytes damaged in place later, without any of those files changing, are found by
@@ -25,6 +25,7 @@ from zarr.core.sync import sync
 
 from spd_core.harvest import ComponentStats, HarvestReader
 from spd_core.store import FactorStore
+from spd_core.store.access import guard
 from spd_core.store.layout import HARVEST
 from spd_core.store.manifest import METADATA, manifest_key
 
@@ -40,20 +41,18 @@ def harvest_stamp(store: FactorStore) -> Stamp:
 
 
 def _file_stamp(store: FactorStore, key: str) -> object:
-    if isinstance(store.path, Path):
+    with guard(store.path, key):
         try:
-            st = os.stat(store.path / key)
+            if isinstance(store.path, Path):
+                st = os.stat(store.path / key)
+                return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            fs_store = store.root.store
+            path = f"{fs_store.path.rstrip('/')}/{key}"  # type: ignore[attr-defined]
+            fs = fs_store.fs  # type: ignore[attr-defined]
+            fs.invalidate_cache(path)  # listings are cached by some filesystems (s3fs)
+            info = sync(fs._info(path))
         except FileNotFoundError:
             return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    fs_store = store.root.store
-    path = f"{fs_store.path.rstrip('/')}/{key}"  # type: ignore[attr-defined]
-    fs = fs_store.fs  # type: ignore[attr-defined]
-    fs.invalidate_cache(path)  # listings are cached by some filesystems (s3fs)
-    try:
-        info = sync(fs._info(path))
-    except FileNotFoundError:
-        return None
     return tuple(sorted((k, str(v)) for k, v in info.items() if k != "name"))
 
 
