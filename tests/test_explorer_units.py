@@ -107,6 +107,7 @@ def test_the_harvest_index_sorts_and_filters_as_the_reader_table_does(harvest_to
     import shutil
 
     from services.explorer.harvest_index import HarvestIndex
+    from services.serving.harvest_cache import ServedHarvest
     from spd_core.harvest import (
         HarvestReader,
         HarvestSettings,
@@ -124,7 +125,7 @@ def test_the_harvest_index_sorts_and_filters_as_the_reader_table_does(harvest_to
     s = HarvestSettings(threshold=dec.config.ci_alive_threshold, shard_size=64, top_k=4)
     write_harvest(path, harvest(dec, harvest_inputs(store, dec, s, inputs=128), s))
     reader = HarvestReader.open(FactorStore.open(path))
-    index = HarvestIndex(reader)
+    index = HarvestIndex(ServedHarvest(reader.load()))
     rows = reader.table()
     order = reader.modules
 

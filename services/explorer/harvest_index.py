@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spd_core.harvest import HarvestReader
-from spd_core.interp import Interpretation, interpretations
+from services.serving.harvest_cache import ServedHarvest
+from spd_core.interp import Interpretation
 
 TOP_TOKENS = 5
 """Tokens shown per row (by precision)."""
@@ -36,8 +36,9 @@ def _normal(token: str) -> str:
 class HarvestIndex:
     """Every component's row of one harvest, with its rows sorted both ways."""
 
-    def __init__(self, reader: HarvestReader) -> None:
-        self.reader = reader
+    def __init__(self, served: ServedHarvest) -> None:
+        self.served = served
+        self.reader = reader = served.reader
         self.rows: list[Row] = []
         for module in reader.modules:
             count, freq, mean = (
@@ -48,7 +49,7 @@ class HarvestIndex:
             texts = reader.whole(module, "tokens_by_precision_text")
             ids = reader.whole(module, "tokens_by_precision_id")
             precision = reader.whole(module, "tokens_by_precision_precision")
-            labels = interpretations(reader, module)
+            labels = served.interpretations(module)
             for c in range(len(count)):
                 tokens: tuple[tuple[str, float], ...] = ()
                 if texts is not None and ids is not None and precision is not None:

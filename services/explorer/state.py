@@ -1,6 +1,6 @@
 """What the explorer keeps per replica beside the deployment: the table's index of each
-harvest (rebuilt when the harvest the deployment reads changes) and the harvest windows of
-text decompositions."""
+harvest (rebuilt whenever the deployment's harvest cache holds a new one: a new harvest or new
+labels), the training curves, and the harvest windows of text decompositions."""
 
 from __future__ import annotations
 
@@ -33,13 +33,11 @@ class ExplorerState:
         return await asyncio.to_thread(self._read_curves, name)
 
     def _index(self, name: str) -> HarvestIndex:
-        reader = harvest_of(self.catalog, name)
+        served = harvest_of(self.catalog, name)  # the deployment's cached harvest
         with self._lock:
             cached = self._indexes.get(name)
-            if cached is None or (
-                cached.reader is not reader and cached.reader.attrs != reader.attrs
-            ):
-                cached = self._indexes[name] = HarvestIndex(reader)
+            if cached is None or cached.served is not served:
+                cached = self._indexes[name] = HarvestIndex(served)
         return cached
 
     async def index(self, name: str) -> HarvestIndex:

@@ -47,6 +47,12 @@ class AppArgs(BaseModel):
     replica_cpus: float = Field(1.0, gt=0)
     limits: dict[str, int] = Field(default_factory=dict, description="overrides of Limits")
     verify: bool = Field(False, description="read and check every store fully at start")
+    harvest_cache: bool = Field(
+        True,
+        description="keep each harvest in memory until its manifest changes and answer harvest "
+        "calls off the event loop; False: reopen it every call, on the loop (the old path, to "
+        "measure against)",
+    )
 
 
 def build_app(args: dict[str, Any]) -> Application:
@@ -65,6 +71,7 @@ def build_app(args: dict[str, Any]) -> Application:
         batch_wait_timeout_s=cfg.batch_wait_timeout_s,
         torch_threads=cfg.torch_threads,
         verify=cfg.verify,
+        harvest_cache=cfg.harvest_cache,
     )
 
 

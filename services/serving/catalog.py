@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from services.serving.errors import not_found, unavailable_store
+from services.serving.harvest_cache import HarvestCache, ServedHarvest
 from spd_core.config import Config
 from spd_core.loading import load_component_model, load_decomposition
 from spd_core.model.component_model import ComponentModel
@@ -48,10 +49,15 @@ class Loaded:
 class Catalog:
     """Open (validate) every store now; build each ComponentModel on first use and keep the
     `max_loaded` most recently used ones in memory. Opening checks each store's file listing
-    against its integrity manifest; `verify` also reads and checks every file."""
+    against its integrity manifest; `verify` also reads and checks every file. Harvests are
+    kept in memory until their manifest changes (`harvest_cache` False: reopened every call)."""
 
     def __init__(
-        self, stores: Mapping[str, str], max_loaded: int = 4, verify: bool = False
+        self,
+        stores: Mapping[str, str],
+        max_loaded: int = 4,
+        verify: bool = False,
+        harvest_cache: bool = True,
     ) -> None:
         if max_loaded < 1:
             raise ValueError(f"max_loaded must be >= 1, got {max_loaded}")
@@ -70,6 +76,7 @@ class Catalog:
                 )
             self._signatures[name] = signature
         self._loaded: OrderedDict[str, Loaded] = OrderedDict()
+        self._harvests = HarvestCache(enabled=harvest_cache)
 
     @property
     def names(self) -> list[str]:
@@ -94,6 +101,11 @@ class Catalog:
     def is_text(self, name: str) -> bool:
         """Whether `name` is a language model (takes text or token ids, not tensors)."""
         return self.store(name).target_spec.get("kind") == "hf"
+
+    def harvest(self, name: str) -> ServedHarvest:
+        """`name`'s complete harvest (HarvestCache: safe from any thread); StoreError when it
+        has none, or an incomplete or damaged one."""
+        return self._harvests.get(name, self.store(name))
 
     def loaded_names(self) -> list[str]:
         """Names whose models are in memory, least recently used first."""

@@ -7,27 +7,26 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 
 from services.serving import validation
 from services.serving.catalog import Catalog
 from services.serving.errors import exhausted, invalid, unavailable_store
+from services.serving.harvest_cache import ServedHarvest
 from services.serving.limits import Limits
 from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
 from spd_client.generated.spd.v1 import harvest_pb2 as hpb
-from spd_core.harvest import ComponentStats, ComponentSummary, HarvestReader
-from spd_core.interp import Interpretation, interpretations
+from spd_core.harvest import ComponentStats, ComponentSummary
+from spd_core.interp import Interpretation
 from spd_core.store import StoreError
 
 DEFAULT_PAGE_SIZE = 100
 
 
-def harvest_of(catalog: Catalog, name: str) -> HarvestReader:
+def harvest_of(catalog: Catalog, name: str) -> ServedHarvest:
     """The decomposition's complete harvest; FAILED_PRECONDITION (saying to run `spd harvest`)
     when it has none, or an incomplete or damaged one."""
-    store = catalog.store(name)
     try:
-        return HarvestReader.open(store)
+        return catalog.harvest(name)
     except StoreError as err:
         raise unavailable_store(f"decomposition {name!r}: {err}") from None
 
@@ -63,10 +62,10 @@ def _stats(s: ComponentStats, i: Interpretation) -> hpb.ComponentStats:
 
 
 def _interpretations_of(
-    reader: HarvestReader, modules: list[str]
+    served: ServedHarvest, modules: list[str]
 ) -> dict[tuple[str, int], Interpretation]:
     try:
-        return {(m, c): i for m in modules for c, i in enumerate(interpretations(reader, m))}
+        return {(m, c): i for m in modules for c, i in enumerate(served.interpretations(m))}
     except StoreError as err:
         raise unavailable_store(str(err)) from None
 
@@ -98,7 +97,7 @@ def list_components(
     catalog: Catalog, limits: Limits, request: hpb.ListComponentsRequest
 ) -> hpb.ListComponentsResponse:
     """One page of components sorted by frequency (default) or mean CI, highest first; ties in
-    module order, then component index."""
+    module order, then component index (the ranking is the harvest's, built once)."""
     name = request.decomposition
     store = catalog.store(name)
     module = request.module if request.HasField("module") else None
@@ -116,20 +115,11 @@ def list_components(
     needle = request.label_contains.lower() if request.HasField("label_contains") else None
     query = [name, module, int(request.order) or hpb.COMPONENT_ORDER_FREQUENCY, needle]
     offset = _offset(request.page_token, query)
-    reader = harvest_of(catalog, name)
-    rows = reader.table(module)
-    shown = _interpretations_of(reader, [module] if module else reader.modules)
+    served = harvest_of(catalog, name)
+    rows = served.ranked(module, query[2] == hpb.COMPONENT_ORDER_MEAN_CI)
+    shown = _interpretations_of(served, [module] if module else served.reader.modules)
     if needle is not None:
         rows = [r for r in rows if needle in shown[r.module, r.component].shown_label.lower()]
-    order = list(store.modules)
-    by_mean = query[2] == hpb.COMPONENT_ORDER_MEAN_CI
-
-    def value(r: ComponentStats) -> float:
-        if not by_mean:
-            return r.firing_frequency
-        return -1.0 if math.isnan(r.mean_ci_when_firing) else r.mean_ci_when_firing  # never: last
-
-    rows.sort(key=lambda r: (-value(r), order.index(r.module), r.component))
     page = rows[offset : offset + page_size]
     more = offset + page_size < len(rows)
     return hpb.ListComponentsResponse(
@@ -190,11 +180,12 @@ def component_summary(
 ) -> hpb.GetComponentSummaryResponse:
     """One component's harvested statistics, with its label and token summary."""
     check_component(catalog, request.decomposition, request.module, request.component)
-    reader = harvest_of(catalog, request.decomposition)
-    interpretation = _interpretations_of(reader, [request.module])[
+    served = harvest_of(catalog, request.decomposition)
+    interpretation = _interpretations_of(served, [request.module])[
         request.module, request.component
     ]
-    return summary_message(reader.summary(request.module, request.component), interpretation)
+    summary = served.reader.summary(request.module, request.component)
+    return summary_message(summary, interpretation)
 
 
 def harvest_contexts(
@@ -203,7 +194,7 @@ def harvest_contexts(
     """GetComponentContexts from the harvest's top examples, or None when there is no complete
     harvest (the caller then searches held-out windows)."""
     try:
-        reader = HarvestReader.open(catalog.store(request.decomposition))
+        reader = catalog.harvest(request.decomposition).reader
     except StoreError:
         return None
     s = reader.summary(request.module, request.component)

@@ -1,12 +1,12 @@
 """GetComponentContexts: where a language-model component is most causally important: its
 harvest's top examples when the store has a complete harvest, else a search of a fixed held-out
-slice of its corpus (spd_core.text.contexts.top_contexts on the first eval windows)."""
+slice of its corpus (spd_core.text.contexts.top_contexts on the first eval windows). The two
+are separate steps: the harvest's read may run on any thread, the search uses the model."""
 
 from __future__ import annotations
 
 from services.serving import validation
 from services.serving.catalog import Catalog
-from services.serving.component_stats import harvest_contexts
 from services.serving.errors import exhausted, invalid, unavailable_store
 from services.serving.limits import Limits
 from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
@@ -19,10 +19,10 @@ DEFAULT_K = 10
 DEFAULT_WINDOWS = 16
 
 
-def component_contexts(
+def context_counts(
     catalog: Catalog, limits: Limits, request: pb.GetComponentContextsRequest
-) -> pb.GetComponentContextsResponse:
-    """Validate, load the model, tokenize the held-out windows and rank the component's CI."""
+) -> tuple[int, int]:
+    """Validate the request (before any work); (k, n_windows) with their defaults filled."""
     name = request.decomposition
     store = catalog.store(name)
     if not catalog.is_text(name):
@@ -31,7 +31,7 @@ def component_contexts(
             "(a decomposition whose describe shows text_model)"
         )
     (module,) = validation.modules([request.module], list(store.modules), name)
-    (component,) = validation.components([request.component], store.modules[module].C, module)
+    validation.components([request.component], store.modules[module].C, module)
     if request.k < 0 or request.n_windows < 0:
         raise invalid(f"k and n_windows must be >= 0, got {request.k} and {request.n_windows}")
     n_windows = request.n_windows or DEFAULT_WINDOWS
@@ -39,9 +39,15 @@ def component_contexts(
         raise exhausted(
             f"n_windows {n_windows} exceeds this server's limit of {limits.max_context_windows}"
         )
-    from_harvest = harvest_contexts(catalog, request, request.k or DEFAULT_K)
-    if from_harvest is not None:
-        return from_harvest
+    return request.k or DEFAULT_K, n_windows
+
+
+def searched_contexts(
+    catalog: Catalog, request: pb.GetComponentContextsRequest, k: int, n_windows: int
+) -> pb.GetComponentContextsResponse:
+    """Load the model, tokenize the held-out windows and rank the component's CI (a validated
+    request of a decomposition without a complete harvest)."""
+    name = request.decomposition
     loaded = catalog.load(name)
     target = loaded.config.target
     assert isinstance(target, HFTargetConfig)
@@ -52,7 +58,7 @@ def component_contexts(
             f"decomposition {name!r}: its corpus cannot be read: {err}"
         ) from None
     found = top_contexts(
-        loaded.model, loaded.tokenizer, windows, module, component, k=request.k or DEFAULT_K
+        loaded.model, loaded.tokenizer, windows, request.module, request.component, k=k
     )
     return pb.GetComponentContextsResponse(
         corpus=str(target.data.corpus),

@@ -7,15 +7,21 @@ bytes, runs the handler, and turns a refusal into its gRPC status (and anything 
 INTERNAL with a short message: tracebacks stay in the server log). The standard health service
 (grpc.health.v1.Health: Check, List; Watch is UNIMPLEMENTED) is answered without a token.
 ComputeImportances requests that arrive together are answered by one batched forward; a request
-that arrives alone runs at once, without waiting for the batch window.
+that arrives alone runs at once, without waiting for the batch window. Harvest calls
+(ListComponents, GetComponentSummary, GetComponentContexts' harvest read) run on a small thread
+pool, so that a harvest being opened or read does not hold up the other calls on the replica's
+event loop; they touch no model (a contexts search without a harvest runs on the loop).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import inspect
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import grpc
@@ -29,8 +35,8 @@ from services.serving import health
 from services.serving.attributions import attribution_stream
 from services.serving.auth import TOKEN_ENV, check_bearer
 from services.serving.catalog import Catalog
-from services.serving.component_stats import component_summary, list_components
-from services.serving.contexts import component_contexts
+from services.serving.component_stats import component_summary, harvest_contexts, list_components
+from services.serving.contexts import context_counts, searched_contexts
 from services.serving.errors import RequestError, unimplemented
 from services.serving.handlers import ImportanceJob, QueryHandlers
 from services.serving.limits import Limits
@@ -41,6 +47,7 @@ from spd_client.generated.spd.v1 import harvest_pb2 as hpb
 
 logger = logging.getLogger("ray.serve")
 Response = TypeVar("Response")
+HARVEST_THREADS = 4  # harvest calls answered at once, off the event loop
 BATCH_METADATA = "spd-batch-requests"  # trailing metadata: requests answered by the same forward
 
 
@@ -66,7 +73,9 @@ class DecompositionServer:
     """Serves the stores in `stores` ({name: path}). `token` (or $SPD_SERVE_TOKEN) makes every
     call but the health service's need `authorization: Bearer <token>`; `max_batch_size` 1 turns
     batching off (each call runs its own forward, without going through `@serve.batch`);
-    `verify` reads and checks every store's files against its manifest before serving."""
+    `verify` reads and checks every store's files against its manifest before serving;
+    `harvest_cache` False reopens each harvest on every call and answers harvest calls on the
+    event loop, as the server did before (benchmarks/serve_harvest_load.py measures both)."""
 
     def __init__(
         self,
@@ -78,15 +87,28 @@ class DecompositionServer:
         batch_wait_timeout_s: float = 0.002,
         torch_threads: int = 1,
         verify: bool = False,
+        harvest_cache: bool = True,
     ) -> None:
         torch.set_num_threads(torch_threads)
-        catalog = Catalog(stores, max_loaded, verify=verify)
+        catalog = Catalog(stores, max_loaded, verify=verify, harvest_cache=harvest_cache)
         self.handlers = QueryHandlers(catalog, Limits(**(limits or {})))
         self.token = token or os.environ.get(TOKEN_ENV) or None
         self._batched_importances.set_max_batch_size(max_batch_size)
         self._batched_importances.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self._importance_calls = LoneCallGate()
         self._batching = max_batch_size > 1
+        self._harvest_pool = (
+            ThreadPoolExecutor(HARVEST_THREADS, thread_name_prefix="spd-harvest")
+            if harvest_cache
+            else None
+        )
+
+    async def _off_loop(self, fn: Callable[..., Response], *args: Any) -> Response:
+        """`fn(*args)` on the harvest thread pool (inline when there is none)."""
+        if self._harvest_pool is None:
+            return fn(*args)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._harvest_pool, functools.partial(fn, *args))
 
     async def _answer(
         self,
@@ -182,15 +204,15 @@ class DecompositionServer:
     async def GetComponentContexts(
         self, request: bytes, grpc_context: RayServegRPCContext
     ) -> pb.GetComponentContextsResponse:
+        async def answer() -> pb.GetComponentContextsResponse:
+            catalog = self.handlers.catalog
+            parsed = parse(request, pb.GetComponentContextsRequest)
+            k, n_windows = context_counts(catalog, self.handlers.limits, parsed)
+            found = await self._off_loop(harvest_contexts, catalog, parsed, k)
+            return found if found is not None else searched_contexts(catalog, parsed, k, n_windows)
+
         return await self._answer(
-            grpc_context,
-            "GetComponentContexts",
-            pb.GetComponentContextsResponse,
-            lambda: component_contexts(
-                self.handlers.catalog,
-                self.handlers.limits,
-                parse(request, pb.GetComponentContextsRequest),
-            ),
+            grpc_context, "GetComponentContexts", pb.GetComponentContextsResponse, answer
         )
 
     async def ListComponents(
@@ -200,7 +222,8 @@ class DecompositionServer:
             grpc_context,
             "ListComponents",
             hpb.ListComponentsResponse,
-            lambda: list_components(
+            lambda: self._off_loop(
+                list_components,
                 self.handlers.catalog,
                 self.handlers.limits,
                 parse(request, hpb.ListComponentsRequest),
@@ -214,8 +237,10 @@ class DecompositionServer:
             grpc_context,
             "GetComponentSummary",
             hpb.GetComponentSummaryResponse,
-            lambda: component_summary(
-                self.handlers.catalog, parse(request, hpb.GetComponentSummaryRequest)
+            lambda: self._off_loop(
+                component_summary,
+                self.handlers.catalog,
+                parse(request, hpb.GetComponentSummaryRequest),
             ),
         )
 

@@ -87,7 +87,7 @@ class ComponentSummary:
 
 
 class HarvestReader:
-    """The complete harvest of one store; arrays are read on demand."""
+    """The complete harvest of one store; arrays are read on demand, or all at once by `load`."""
 
     def __init__(self, store: FactorStore, group: zarr.Group) -> None:
         """Use `HarvestReader.open`."""
@@ -95,6 +95,7 @@ class HarvestReader:
         self._group = group
         self.attrs: dict[str, Any] = group.attrs.asdict()
         self.modules: list[str] = list(self.attrs["modules"])
+        self._loaded: dict[tuple[str, str], np.ndarray] | None = None
 
     @classmethod
     def open(cls, store: FactorStore) -> HarvestReader:
@@ -131,7 +132,20 @@ class HarvestReader:
     def threshold(self) -> float:
         return float(self.attrs["settings"]["threshold"])
 
-    def _array(self, module: str, name: str) -> zarr.Array | None:
+    def load(self) -> HarvestReader:
+        """Read every array into memory (one read of each chunk), so that later calls read no
+        files and the reader may be shared by threads; returns the reader."""
+        loaded: dict[tuple[str, str], np.ndarray] = {}
+        for module in self.modules:
+            with guard(self.store.path, f"{HARVEST}/{MODULES_GROUP}/{module}"):
+                for name, arr in self._group[MODULES_GROUP][module].arrays():
+                    loaded[(module, name)] = np.asarray(arr[...])
+        self._loaded = loaded
+        return self
+
+    def _array(self, module: str, name: str) -> zarr.Array | np.ndarray | None:
+        if self._loaded is not None:
+            return self._loaded.get((module, name))
         node = f"{HARVEST}/{MODULES_GROUP}/{module}/{name}"
         with guard(self.store.path, node):
             arr = self._group[MODULES_GROUP][module].get(name)

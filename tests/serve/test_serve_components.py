@@ -8,15 +8,19 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import shutil
+from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
 from services.cli import main
 from services.commands.component_summary import jsonable
 from spd_client import AsyncClient, Client
-from spd_core.harvest import HarvestReader
+from spd_core.harvest import HarvestReader, HarvestSettings, harvest, harvest_inputs, write_harvest
 from spd_core.interp import harvest_token_summaries
+from spd_core.loading import load_decomposition
 from spd_core.store import FactorStore
 
 pytestmark = pytest.mark.ray
@@ -25,7 +29,23 @@ TEXT_MODULE = "model.layers.3.mlp.down_proj"
 
 
 @pytest.fixture(scope="module")
-def app(server, stores, harvested_toy, harvested_text_store) -> str:
+def replaceable(stores, tmp_path_factory) -> Path:
+    """Another harvested copy of tms-5-2, for the one test that re-harvests and removes it."""
+    path = tmp_path_factory.mktemp("serve-replaceable") / "tms.zarr"
+    shutil.copytree(stores["tms-5-2"], path)
+    _harvest(path, top_k=6)
+    return path
+
+
+def _harvest(path: Path, top_k: int) -> None:
+    store = FactorStore.open(path)
+    dec = load_decomposition(store)
+    s = HarvestSettings(threshold=dec.config.ci_alive_threshold, shard_size=128, top_k=top_k)
+    write_harvest(path, harvest(dec, harvest_inputs(store, dec, s, inputs=256), s))
+
+
+@pytest.fixture(scope="module")
+def app(server, stores, harvested_toy, harvested_text_store, replaceable) -> str:
     from ray import serve
 
     from services.serving.app import build_app
@@ -35,6 +55,7 @@ def app(server, stores, harvested_toy, harvested_text_store) -> str:
             f"tms={harvested_toy}",
             f"bare={stores['tms-5-2-id']}",
             f"smol={harvested_text_store[0]}",
+            f"fresh={replaceable}",
         ],
         "replica_cpus": 0.5,
         "limits": {"max_page_size": 50},
@@ -155,6 +176,51 @@ def test_text_summary_and_contexts_come_from_the_harvest(client, harvested_text_
 def test_bad_requests_get_a_precise_status(client, call, code, message):
     got, details = _code(lambda: call(client))
     assert got == code and message in details, details
+
+
+def test_a_running_server_sees_a_new_harvest_and_refuses_a_removed_one(client, replaceable):
+    assert len(client.get_component_summary("fresh", "linear1", 3).top_examples) == 6
+    _harvest(replaceable, top_k=3)
+    want = HarvestReader.open(FactorStore.open(replaceable)).summary("linear1", 3)
+    got = client.get_component_summary("fresh", "linear1", 3)
+    assert len(got.top_examples) == 3 and jsonable(got) == jsonable(want)
+    shutil.rmtree(replaceable / "harvest")
+    for call in (
+        lambda: client.get_component_summary("fresh", "linear1", 3),
+        lambda: client.list_components("fresh"),
+    ):
+        code, details = _code(call)
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and "has no harvest" in details
+
+
+def test_concurrent_harvest_and_importance_calls_get_their_lone_answers(app, client):
+    """Harvest calls (answered on the replica's thread pool) interleaved with batched
+    ComputeImportances (on its event loop): each answer equals the same call made alone."""
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 5)).astype(np.float32)
+    calls = [
+        ("get_component_summary", "tms", m, c) for m in ("linear1", "linear2") for c in range(20)
+    ]
+    calls += [("list_components", "tms", m) for m in (None, "linear1", "linear2")]
+    calls += [("get_component_contexts", "smol", TEXT_MODULE, c) for c in range(4)]
+    calls += [("compute_importances", "tms", x)] * 12
+
+    def alone(call):
+        return getattr(client, call[0])(*call[1:])
+
+    async def together():
+        async with AsyncClient(app, application=APP) as c:
+            return await asyncio.gather(*(getattr(c, n)(*a) for n, *a in calls * 2))
+
+    want = [alone(call) for call in calls] * 2
+    for call, got, expected in zip(calls * 2, asyncio.run(together()), want, strict=True):
+        if call[0] == "compute_importances":  # batched forwards may round differently
+            assert got.keys() == expected.keys()
+            for m in got:
+                np.testing.assert_allclose(got[m].values, expected[m].values, atol=1e-6)
+        elif call[0] == "get_component_contexts":
+            assert got == expected and got.from_harvest, call
+        else:
+            assert jsonable(got) == jsonable(expected), call
 
 
 def test_async_client_answers_the_same(app, client):
