@@ -8,6 +8,11 @@ import torch
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
+# Serve gives its proxy 5 s to start and 10 s per health check before replacing it; on a busy
+# 2-core machine a new worker process can take longer than that to start, and then serve.start
+# fails with the proxy "killed by ray.kill" before it ran. The local Ray inherits these.
+os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
+os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "30")
 torch.set_num_threads(1)
 
 
