@@ -183,7 +183,7 @@ def test_a_running_server_sees_a_new_harvest_and_refuses_a_removed_one(client, r
     _harvest(replaceable, top_k=3)
     want = HarvestReader.open(FactorStore.open(replaceable)).summary("linear1", 3)
     got = client.get_component_summary("fresh", "linear1", 3)
-    assert len(got.top_examples) == 3 and jsonable(got) == jsonable(want)
+    assert len(got.top_examples) == 3 and _harvest_part(got) == jsonable(want)
     shutil.rmtree(replaceable / "harvest")
     for call in (
         lambda: client.get_component_summary("fresh", "linear1", 3),
