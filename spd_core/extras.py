@@ -12,6 +12,9 @@ EXTRA_OF_PACKAGE = {
     "accelerate": "lm",
     "rdata": "lm",
     "grpc_tools": "dev",
+    "s3fs": "s3",  # stores, checkpoints and harvest shards on s3:// (spd_core.store.location)
+    "botocore": "s3",
+    "gcsfs": "gcs",  # ... on gs://
 }
 
 

@@ -17,6 +17,7 @@ from spd_core.loading import load_component_model, load_decomposition
 from spd_core.model.component_model import ComponentModel
 from spd_core.queries import IOSignature, io_signature
 from spd_core.store import FactorStore, StoreError
+from spd_core.store.location import Location
 
 
 def name_stores(specs: Sequence[str]) -> dict[str, str]:
@@ -51,7 +52,7 @@ class Catalog:
     against its integrity manifest; `verify` also reads and checks every file."""
 
     def __init__(
-        self, stores: Mapping[str, str], max_loaded: int = 4, verify: bool = False
+        self, stores: Mapping[str, str | Location], max_loaded: int = 4, verify: bool = False
     ) -> None:
         if max_loaded < 1:
             raise ValueError(f"max_loaded must be >= 1, got {max_loaded}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, TypeVar
 
 import grpc
@@ -35,6 +35,7 @@ from services.serving.lone_calls import LoneCallGate
 from services.serving.wire import parse
 from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
 from spd_client.generated.spd.v1 import harvest_pb2 as hpb
+from spd_core.store.location import Location
 
 logger = logging.getLogger("ray.serve")
 Response = TypeVar("Response")
@@ -59,14 +60,14 @@ def _set_status(context: RayServegRPCContext, err: Exception, method: str) -> No
 
 @serve.deployment(name="DecompositionService", max_ongoing_requests=64)
 class DecompositionServer:
-    """Serves the stores in `stores` ({name: path}). `token` (or $SPD_SERVE_TOKEN) makes every
+    """Serves the stores in `stores` ({name: path or location}). `token` (or $SPD_SERVE_TOKEN) makes every
     call but the health service's need `authorization: Bearer <token>`; `max_batch_size` 1 turns
     batching off (each call runs its own forward, without going through `@serve.batch`);
     `verify` reads and checks every store's files against its manifest before serving."""
 
     def __init__(
         self,
-        stores: dict[str, str],
+        stores: Mapping[str, str | Location],
         token: str | None = None,
         limits: dict[str, int] | None = None,
         max_loaded: int = 4,
