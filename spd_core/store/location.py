@@ -102,7 +102,9 @@ class Location:
         package = FILESYSTEM_PACKAGES.get(self.protocol)
         if package is not None:
             require(package, f"a store on {self.protocol}:// ({self.where})")
-        fs, path = fsspec.core.url_to_fs(self.where, **self.storage_options)
+        # other processes (Ray workers) add objects here: never answer from a stale listing
+        options = {"use_listings_cache": False, **self.storage_options}
+        fs, path = fsspec.core.url_to_fs(self.where, **options)
         return fs, path
 
     @property

@@ -16,10 +16,7 @@ from spd_core.store.portable import portable
 
 # options that make the one probe fail fast, per protocol (the user's options win)
 _PROBE_OPTIONS: dict[str, dict[str, Any]] = {
-    "s3": {
-        "retries": 1,
-        "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 5},
-    },
+    "s3": {"config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 5}},
 }
 _PROBE_OPTIONS["s3a"] = _PROBE_OPTIONS["s3"]
 
@@ -62,6 +59,8 @@ def check_access(location: Location) -> None:
         "skip_instance_cache": True,
     }
     fs, path = Location.of(location.where, probe_options).filesystem()
+    if hasattr(fs, "retries"):  # s3fs's own retry loop (a class attribute; this is our instance)
+        fs.retries = 1
     bucket = path.split("/", 1)[0]
     where = f"{location.protocol}://{bucket}"
     hint = "set AWS_*/GOOGLE_* credentials or pass --storage-options"
