@@ -79,14 +79,20 @@ class S3Server:
         }
         iam.put_user_policy(UserName="spd", PolicyName="s3", PolicyDocument=json.dumps(policy))
         key = iam.create_access_key(UserName="spd")["AccessKey"]
+        anyone = self.credentials
+        self.credentials = {  # what `client` and `keys` use meanwhile
+            "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+        }
         self._set_auth(b"0")  # from now on every request is authenticated
         try:
-            yield {
-                "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
-                "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
-            }
+            yield dict(self.credentials)
         finally:
             self._set_auth(b"inf")  # (moto's setting is global to its process)
+            self.credentials = anyone
+            iam.delete_access_key(UserName="spd", AccessKeyId=key["AccessKeyId"])
+            iam.delete_user_policy(UserName="spd", PolicyName="s3")
+            iam.delete_user(UserName="spd")
 
     def _set_auth(self, unauthenticated_requests: bytes) -> None:
         request = urllib.request.Request(
