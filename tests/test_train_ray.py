@@ -110,7 +110,26 @@ def test_ddp_two_workers_equal_one_process(ddp_run, one_process):
     assert verify_store(ddp_run).verified
 
 
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rpartition(")")[2].split()[1])
+
+
+def _descends_from_this_process(pid: int) -> bool:
+    """Whether `pid` runs under this test process (the Ray it started), not another's Ray."""
+    while pid > 1:
+        pid = _parent(pid)
+        if pid == os.getpid():
+            return True
+    return False
+
+
 def _train_worker_pids() -> list[int]:
+    """The Ray Train workers of this test session's Ray (never those of another session on the
+    same machine)."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -118,7 +137,9 @@ def _train_worker_pids() -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if cmdline.startswith(b"ray::RayTrainWorker"):
+            if cmdline.startswith(b"ray::RayTrainWorker") and _descends_from_this_process(
+                int(entry.name)
+            ):
                 pids.append(int(entry.name))
     return pids
 
