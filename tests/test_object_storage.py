@@ -37,6 +37,7 @@ from spd_core.queries import importances
 from spd_core.store import FactorStore, StoreError, verify_store
 from spd_core.store.location import Location
 from spd_core.task.toy import toy_task
+from spd_core.train.single_process import decompose
 from tests.harvest_reference import assert_same_harvest
 from tests.s3_server import S3Server
 from tests.stored_params import stored_params
@@ -139,6 +140,30 @@ def test_a_killed_ddp_run_on_s3_resumes_from_checkpoints_on_the_bucket_and_equal
     assert s3.keys(BUCKET, "ddp.zarr.checkpoints") == []  # removed once complete
     assert verify_store(url).verified
     assert list(tmp_path.iterdir()) == [local]  # nothing local but the local run's store
+
+
+def test_a_stopped_no_ray_run_on_s3_resumes_from_checkpoints_on_the_bucket(s3, task, tmp_path):
+    """The run in one process keeps its `checkpoint_step_<N>` folders beside the store on the
+    bucket too, and resumes from them to the uninterrupted result."""
+    config = _config()
+    local = tmp_path / "whole.zarr"
+    decompose(config, task, out=local)
+    url = _url("no-ray.zarr")
+
+    def stop_at_30(event) -> None:  # logged every 10 steps; checkpoints at 20, 40, ...
+        if event.step == 30:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        decompose(config, task, out=url, checkpoint_every=CHECKPOINT_EVERY, progress=stop_at_30)
+    saved = s3.keys(BUCKET, "no-ray.zarr.checkpoints/")
+    assert saved == ["no-ray.zarr.checkpoints/checkpoint_step_000000020/rank-00000.pt"], saved
+    decompose(config, task, out=url, checkpoint_every=CHECKPOINT_EVERY, resume=True)
+    assert FactorStore.open(url).metrics["restarts"] == 1
+    a, b = stored_params(url), stored_params(local)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert s3.keys(BUCKET, "no-ray.zarr.checkpoints") == []
 
 
 def test_a_harvest_on_s3_with_two_workers_resumes_from_its_shards_and_equals_local(
