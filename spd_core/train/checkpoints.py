@@ -9,6 +9,7 @@ its marker and snapshot files). Each kind resumes only with its own runner.
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -120,20 +121,23 @@ def save_local_checkpoint(
     state: TrainingState, ckpt_dir: str | Path | Location, keep: int = 2
 ) -> Location:
     """Write `state` as `checkpoint_step_<step>` (complete or absent, never half-written) and
-    delete all but the newest `keep` checkpoints. The state file is written locally, copied to
-    a `.partial` folder, which is then renamed (on an object store: copied, and each object
-    appears whole or not at all)."""
+    delete all but the newest `keep` checkpoints. Locally the folder is written as `.partial`
+    and renamed; on an object store the state file is one PUT, which appears whole or not at
+    all (a checkpoint counts only once its state file is there)."""
     folder = Location.of(ckpt_dir)
-    fs, _ = folder.filesystem()
     final = folder.child(f"{_LOCAL_PREFIX}{state.step:09d}")
-    partial = final.sibling(_PARTIAL_SUFFIX)
-    partial.remove()
-    with tempfile.TemporaryDirectory() as tmp:
-        written = training_state.save(state, tmp, rank=0, world_size=1)
-        fs.makedirs(partial.fs_path, exist_ok=True)
-        fs.put_file(str(written), partial.child(written.name).fs_path)
-    final.remove()
-    fs.mv(partial.fs_path, final.fs_path, recursive=True)
+    if folder.is_url:
+        with tempfile.TemporaryDirectory() as tmp:
+            written = training_state.save(state, tmp, rank=0, world_size=1)
+            fs, _ = folder.filesystem()
+            fs.put_file(str(written), final.child(written.name).fs_path)
+    else:
+        partial = final.path.with_name(final.name + _PARTIAL_SUFFIX)
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        training_state.save(state, partial, rank=0, world_size=1)
+        shutil.rmtree(final.path, ignore_errors=True)
+        partial.rename(final.path)
     others = [n for n in folder.names() if n != final.name and n.startswith(_LOCAL_PREFIX)]
     complete = sorted(n for n in others if _LOCAL_NAME.match(n))  # zero-padded: by step
     leftovers = [n for n in others if not _LOCAL_NAME.match(n)]  # partial, from a crash
@@ -143,11 +147,13 @@ def save_local_checkpoint(
 
 
 def restore_local_checkpoint(found: Location, into: Path) -> Path:
-    """A local copy of the checkpoint folder `found` in `into` (itself, when local)."""
+    """A local folder holding the state file of the checkpoint `found`: itself when local, else
+    `into`, with the file downloaded."""
     if not found.is_url:
         return found.path
-    fs, path = found.filesystem()
-    fs.get(path, str(into), recursive=True)
+    name = training_state.state_file("", 0).name
+    fs, _ = found.filesystem()
+    fs.get_file(found.child(name).fs_path, str(into / name))
     return into
 
 
