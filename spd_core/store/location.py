@@ -131,7 +131,7 @@ class Location:
             return sorted(p.name for p in self.where.iterdir()) if self.where.is_dir() else []
         fs, path = self.filesystem()
         try:
-            found = fs.ls(path, detail=False, refresh=True)
+            found = fs.ls(path, detail=False)
         except FileNotFoundError:
             return []
         return sorted(posixpath.basename(str(p).rstrip("/")) for p in found)
@@ -167,4 +167,5 @@ class Location:
         return f"Location({str(self.where)!r}, storage_options=<{keys}>)"
 
     def __hash__(self) -> int:
-        return hash((str(self.where), json.dumps(self.storage_options, sort_keys=True)))
+        options = json.dumps(self.storage_options, sort_keys=True, default=repr)
+        return hash((str(self.where), options))
