@@ -13,6 +13,9 @@ EXTRA_OF_PACKAGE = {
     "rdata": "lm",
     "grpc_tools": "dev",
     "openai": "interp",
+    "s3fs": "s3",  # stores, checkpoints and harvest shards on s3:// (spd_core.store.location)
+    "botocore": "s3",
+    "gcsfs": "gcs",  # ... on gs://
 }
 
 

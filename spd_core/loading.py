@@ -14,6 +14,7 @@ from spd_core.hf.packaged import HFModelError
 from spd_core.model.component_model import ComponentModel
 from spd_core.model.global_ci_functions import GlobalCIFunction
 from spd_core.store import FactorStore, StoreError
+from spd_core.store.location import Location
 
 if TYPE_CHECKING:
     from spd_core.hf.loading import HFTarget
@@ -59,7 +60,9 @@ class Decomposition:
     target_spec: dict[str, Any]
 
 
-def load_decomposition(store: FactorStore | str | Path, device: str = "cpu") -> Decomposition:
+def load_decomposition(
+    store: FactorStore | str | Path | Location, device: str = "cpu"
+) -> Decomposition:
     """Everything needed to compute importances on new inputs, from the store alone."""
     if not isinstance(store, FactorStore):
         store = FactorStore.open(store)
@@ -73,7 +76,7 @@ def load_decomposition(store: FactorStore | str | Path, device: str = "cpu") -> 
 
 
 def load_component_model(
-    store: FactorStore | str | Path, target: nn.Module | None = None, device: str = "cpu"
+    store: FactorStore | str | Path | Location, target: nn.Module | None = None, device: str = "cpu"
 ) -> tuple[ComponentModel, Config]:
     """The decomposition in `store` as a ComponentModel with its learned U, V and CI functions."""
     if not isinstance(store, FactorStore):

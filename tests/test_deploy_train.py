@@ -66,3 +66,26 @@ def test_dockerfile_copies_paths_that_exist():
     for path in copied:
         assert (DEPLOY.parent / path).exists(), path
     assert "torch==2.13.0" in text
+
+
+def test_the_object_storage_rayjob_needs_no_volume_and_keeps_everything_in_the_bucket():
+    (job,) = _docs("rayjob-object-storage.yaml")
+    assert job["kind"] == "RayJob" and job["apiVersion"] == "ray.io/v1"
+    entrypoint = job["spec"]["entrypoint"]
+    _parses(entrypoint)
+    args = build_parser().parse_args(shlex.split(entrypoint)[1:])
+    assert args.command == "decompose" and args.out.startswith("s3://")
+    assert args.checkpoint_dir is None  # checkpoints beside the store, in the bucket
+    cluster = job["spec"]["rayClusterSpec"]
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        spec = group["template"]["spec"]
+        (container,) = spec["containers"]
+        assert "volumes" not in spec and "volumeMounts" not in container
+        assert {"secretRef": {"name": "spd-s3"}} in container["envFrom"]  # the credentials
+        env = {e["name"]: e["value"] for e in container["env"]}
+        assert not env["SPD_CACHE_DIR"].startswith("/data")
+    text = (DEPLOY / "rayjob-object-storage.yaml").read_text()
+    lines = [ln.lstrip("# ").rstrip() for ln in text.splitlines() if ln.startswith("#")]
+    for command in (ln for ln in lines if ln.startswith("spd ")):
+        _parses(command)
+    assert '".[s3,gcs]"' in (DEPLOY / "Dockerfile").read_text()  # the image has s3fs and gcsfs

@@ -14,6 +14,7 @@ from services.commands.decompose import interrupted_message
 from services.train.checkpoints import RAY_SNAPSHOT_NAME, check_job_paths
 from spd_core.presets import resolve_config
 from spd_core.store import FactorStore, StoreError
+from spd_core.store.location import Location
 from spd_core.task.toy import toy_task
 from spd_core.train.checkpoints import latest_local_checkpoint, save_local_checkpoint
 from spd_core.train.loop import TrainingState, new_generators
@@ -86,7 +87,8 @@ def test_checkpoints_keep_the_newest_and_never_resume_a_half_written_one(tms, tm
     assert latest_local_checkpoint(tmp_path) is None
     for step in (10, 20):
         save_local_checkpoint(_state(config, task, step), tmp_path)
-    assert latest_local_checkpoint(tmp_path) == (20, tmp_path / "checkpoint_step_000000020")
+    newest = Location.of(tmp_path / "checkpoint_step_000000020")
+    assert latest_local_checkpoint(tmp_path) == (20, newest)
     save_local_checkpoint(_state(config, task, 100), tmp_path)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["checkpoint_step_000000020", "checkpoint_step_000000100"]

@@ -83,3 +83,14 @@ def test_require_names_the_purpose_and_what_to_install(monkeypatch):
     ):
         require("other_pkg", "something")
     require("numpy", "anything")  # installed: no error
+
+
+def test_a_store_on_s3_without_s3fs_says_what_to_install_before_any_work(tmp_path):
+    run = _spd_without("s3fs,botocore", "verify", "s3://bucket/tms.zarr", cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
+    assert lines[0].startswith("spd verify: error: a store on s3://")
+    assert "'s3fs'" in lines[0] or "'botocore'" in lines[0]
+    assert "pip install 'spd[s3]'" in lines[0]
+    assert not list(tmp_path.iterdir())  # nothing written (no local folder named s3:)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 
+from services.commands.store_location import add_storage_options, store_location
 from services.train.checkpoints import resume_point
 from spd_core.config import Config, ConfigError
 from spd_core.hf.packaged import HFModelError
@@ -15,6 +15,7 @@ from spd_core.model.component_model import ModuleSelectionError
 from spd_core.model.tied_components import TiedComponentsError
 from spd_core.presets import preset_names, resolve_config
 from spd_core.store import StoreError
+from spd_core.store.location import Location
 from spd_core.targets.validation import TargetTrainingError
 from spd_core.task import make_task
 from spd_core.text.corpora import CorpusError
@@ -36,7 +37,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "stopped or failed run continues with --resume from its last checkpoint.",
     )
     p.add_argument("config", metavar="PRESET|CONFIG.yaml", help="preset name or YAML config path")
-    p.add_argument("--out", required=True, metavar="STORE", help="path of the .zarr store to write")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="STORE",
+        help="path or URL (s3://bucket/run.zarr, gs://…) of the .zarr store to write; every "
+        "worker writes its own chunks straight into it",
+    )
     p.add_argument("--steps", type=int, help="override the number of optimisation steps")
     p.add_argument("--seed", type=int, help="override the seed (components, masks, data)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
@@ -53,9 +60,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--checkpoint-dir",
         metavar="DIR",
-        help="where checkpoints go (default STORE.checkpoints; "
-        "on a multi-node cluster use shared storage); deleted once the store is complete",
+        help="where checkpoints go, a path or URL (default STORE.checkpoints, beside the store: "
+        "on the same object store for a URL store; a local path on a multi-node cluster must be "
+        "shared storage); deleted once the store is complete",
     )
+    add_storage_options(p)
     p.add_argument(
         "--resume",
         action="store_true",
@@ -113,9 +122,12 @@ def run(args: argparse.Namespace) -> int:
         config = config.model_copy(update=updates)
         if config.shard_target:
             check_shard_target_strategy(None if args.no_ray else args.strategy)
+        store = store_location(args.out, args)
+        if args.checkpoint_dir:
+            store_location(args.checkpoint_dir, args)
         if args.no_ray:
-            return _run_here(args, config)
-        return _run_on_ray(args, config)
+            return _run_here(args, config, store)
+        return _run_on_ray(args, config, store)
     except (
         ConfigError,
         ModuleSelectionError,
@@ -133,9 +145,10 @@ def run(args: argparse.Namespace) -> int:
 
 def interrupted_message(args: argparse.Namespace) -> str:
     """What a stopped run left behind, and the command's way on from there."""
-    if not Path(args.out).exists():
+    store = Location.of(args.out, getattr(args, "storage_options", None))
+    if not store.exists():
         return f"interrupted before {args.out} was created"
-    since = resume_point(checkpoint_dir_for(args.out, args.checkpoint_dir), local=args.no_ray)
+    since = resume_point(checkpoint_dir_for(store, args.checkpoint_dir), local=args.no_ray)
     if since is None:
         return (
             f"interrupted: {args.out} is left incomplete, before its first checkpoint; "
@@ -144,7 +157,7 @@ def interrupted_message(args: argparse.Namespace) -> str:
     return f"interrupted: {args.out} is left incomplete; continue it with --resume (from {since})"
 
 
-def _run_here(args: argparse.Namespace, config: Config) -> int:
+def _run_here(args: argparse.Namespace, config: Config, store: Location) -> int:
     if args.workers != 1:
         return _fail("--no-ray runs one process: --workers needs Ray")
     task = make_task(config, torch.device(args.device))
@@ -153,7 +166,7 @@ def _run_here(args: argparse.Namespace, config: Config) -> int:
     result = decompose(
         config,
         task,
-        out=args.out,
+        out=store,
         overwrite=args.overwrite,
         device=args.device,
         progress=None if args.quiet else _print_progress,
@@ -164,7 +177,7 @@ def _run_here(args: argparse.Namespace, config: Config) -> int:
     return _summary(args.out, result.metrics)
 
 
-def _run_on_ray(args: argparse.Namespace, config: Config) -> int:
+def _run_on_ray(args: argparse.Namespace, config: Config, store: Location) -> int:
     from ray.train import TrainingFailedError
 
     from services.ray_cluster import ClusterError
@@ -196,7 +209,7 @@ def _run_on_ray(args: argparse.Namespace, config: Config) -> int:
     )
     try:
         metrics = run_job(
-            config, task, args.out, options, progress=None if args.quiet else _print_progress
+            config, task, store, options, progress=None if args.quiet else _print_progress
         )
     except ClusterError as err:
         return _fail(str(err))

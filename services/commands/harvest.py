@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from services.commands.store_location import add_storage_options, store_location
 from services.harvest.checkpoints import CheckpointError
 from services.harvest.job import plan_harvest, run_harvest
 from services.ray_cluster import ClusterError
@@ -38,7 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("store", metavar="STORE", help="path of a complete .zarr factor store")
+    p.add_argument(
+        "store", metavar="STORE", help="path or URL (s3://…, gs://…) of a complete .zarr store"
+    )
     amount = p.add_mutually_exclusive_group()
     amount.add_argument(
         "--tokens", type=int, help="tokens to read (models over token sequences; whole windows)"
@@ -59,8 +62,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--checkpoint-dir",
-        help="folder for the shards' checkpoints (default STORE.harvest-checkpoints)",
+        help="folder (path or URL) for the shards' checkpoints (default "
+        "STORE.harvest-checkpoints, beside the store: on the same object store for a URL store)",
     )
+    add_storage_options(p)
     p.add_argument(
         "--top-k", type=int, default=20, help="top examples kept per component (default 20)"
     )
@@ -78,8 +83,11 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"--workers must be >= 1, got {args.workers}")
     settings = {"top_k": args.top_k, "shard_size": args.shard_size, "batch_size": args.batch_size}
     try:
+        store = store_location(args.store, args)
+        if args.checkpoint_dir:
+            store_location(args.checkpoint_dir, args)
         plan = plan_harvest(
-            args.store,
+            store,
             tokens=args.tokens,
             inputs=args.inputs,
             settings=settings,

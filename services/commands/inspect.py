@@ -10,7 +10,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from services.commands.store_location import add_storage_options, store_location
 from spd_core.store import FactorStore, StoreError, UnverifiableStoreWarning
+from spd_core.store.location import Location
 
 # Per-module metrics are stored as "<prefix>/<module>"; these prefixes become table columns.
 _MODULE_COLUMNS = {"alive": "alive", "l0": "l0"}
@@ -98,6 +100,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "held-out tokens where it is most causally important",
     )
     p.add_argument("--top", type=int, default=10, help="how many contexts --component lists")
+    add_storage_options(p)
     p.add_argument("--windows", type=int, default=64, help="held-out windows --component searches")
 
 
@@ -261,7 +264,7 @@ def _progress_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _open(path: str, allow_incomplete: bool) -> FactorStore:
+def _open(path: Location, allow_incomplete: bool) -> FactorStore:
     try:
         return FactorStore.open(path, allow_incomplete=allow_incomplete)
     except StoreError as err:
@@ -291,7 +294,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UnverifiableStoreWarning)  # "integrity" says it
-            store = _open(args.store, args.allow_incomplete)
+            store = _open(store_location(args.store, args), args.allow_incomplete)
         summary = summarize(store)
     except StoreError as err:
         return _fail(str(err))

@@ -10,6 +10,7 @@ import sys
 import time
 import warnings
 
+from services.commands.store_location import add_storage_options, store_location
 from services.serving.auth import TOKEN_ENV
 from services.serving.catalog import Catalog, name_stores
 from spd_core.extras import require
@@ -55,6 +56,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-batch-size", type=int, default=32, help="1 turns batching off")
     p.add_argument("--max-loaded", type=int, default=4, help="models kept per replica")
     p.add_argument("--max-ongoing-requests", type=int, default=64, help="per replica")
+    add_storage_options(p)
     p.add_argument(
         "--verify",
         action="store_true",
@@ -75,10 +77,11 @@ def _interrupt(*_: object) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         stores = name_stores(args.stores)
+        locations = {name: store_location(path, args) for name, path in stores.items()}
         with warnings.catch_warnings(record=True) as notes:
             warnings.simplefilter("always", UnverifiableStoreWarning)
             # fail here, before Ray starts, on a missing, damaged or unservable store
-            catalog = Catalog(stores, verify=args.verify)
+            catalog = Catalog(locations, verify=args.verify)
         for note in notes:
             print(f"spd serve: note: {note.message}", file=sys.stderr)
         if any(catalog.is_text(name) for name in stores):
@@ -105,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         "max_loaded": args.max_loaded,
         "max_ongoing_requests": args.max_ongoing_requests,
         "verify": args.verify,
+        "storage_options": args.storage_options,
     }
     for sig in (signal.SIGTERM, signal.SIGINT):  # Ray replaces SIGINT's handler: take it back
         signal.signal(sig, _interrupt)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from services.commands.store_location import add_storage_options, store_location
 from spd_core.store import StoreError, VerifyReport, verify_store
 
 NOT_VERIFIABLE = 3
@@ -45,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("store", metavar="STORE", help="path or URL of a .zarr factor store")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    add_storage_options(p)
 
 
 def _size(n: int) -> str:
@@ -100,7 +102,7 @@ def exit_status(report: VerifyReport) -> int:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        report = verify_store(args.store)
+        report = verify_store(store_location(args.store, args))
     except StoreError as err:
         print(f"spd verify: error: {err}", file=sys.stderr)
         return 2

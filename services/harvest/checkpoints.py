@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from spd_core.store.location import Location
 
 IDENTITY = "harvest.json"
 
@@ -16,32 +17,34 @@ class CheckpointError(ValueError):
     """Checkpoints that cannot be used as asked (another harvest's, or none to resume)."""
 
 
-def checkpoint_dir_for(store: str | Path, given: str | Path | None) -> Path:
-    """`given`, else STORE.harvest-checkpoints next to a local store."""
-    if given is not None:
-        return Path(given)
-    if "://" in str(store):
-        raise CheckpointError(
-            f"{store} is not a local path: give --checkpoint-dir, a local folder for the shards"
-        )
-    return Path(f"{str(store).rstrip('/')}.harvest-checkpoints")
+def checkpoint_dir_for(
+    store: str | Path | Location, given: str | Path | Location | None
+) -> Location:
+    """`given` (a path or a URL, opened with the store's storage options), else
+    STORE.harvest-checkpoints beside the store, on the same filesystem."""
+    found = Location.of(store)
+    if given is None:
+        return found.sibling(".harvest-checkpoints")
+    folder = Location.of(given)
+    return Location.of(folder, found.storage_options) if folder.is_url else folder
 
 
-def shard_file(folder: Path, shard: int) -> Path:
+def shard_file(folder: Location, shard: int) -> Location:
     """A finished shard's statistics."""
-    return folder / f"shard-{shard:06d}.npz.zst"
+    return folder.child(f"shard-{shard:06d}.npz.zst")
 
 
-def block_file(folder: Path, module_index: int, start: int) -> Path:
+def block_file(folder: Location, module_index: int, start: int) -> Location:
     """A finished block's mean logit changes (module by index, components from `start`)."""
-    return folder / f"logits-{module_index:04d}-{start:06d}.npz"
+    return folder.child(f"logits-{module_index:04d}-{start:06d}.npz")
 
 
 @dataclass
 class HarvestCheckpoints:
-    """The folder and the identity of the harvest whose partial results it holds."""
+    """The folder (local or on an object store) and the identity of the harvest whose partial
+    results it holds."""
 
-    folder: Path
+    folder: Location
     identity: dict[str, Any]
 
     def check(self, resume: bool) -> None:
@@ -75,24 +78,24 @@ class HarvestCheckpoints:
 
     def prepare(self) -> None:
         """Create the folder with this harvest's identity (once checked)."""
-        if (self.folder / IDENTITY).exists():
+        identity = self.folder.child(IDENTITY)
+        if identity.exists():
             return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f"{IDENTITY}.partial"
-        tmp.write_text(json.dumps(self.identity, indent=1, sort_keys=True))
-        tmp.replace(self.folder / IDENTITY)
+        if not self.folder.is_url:
+            self.folder.path.mkdir(parents=True, exist_ok=True)
+        identity.write_whole(json.dumps(self.identity, indent=1, sort_keys=True).encode())
 
     def _read_identity(self) -> dict[str, Any] | None:
-        path = self.folder / IDENTITY
-        if not path.exists():
-            if self.folder.exists() and any(self.folder.iterdir()):
+        identity = self.folder.child(IDENTITY)
+        if not identity.is_file():
+            if self.folder.names():
                 raise CheckpointError(
                     f"{self.folder} is not empty and holds no harvest checkpoints; choose "
                     "another --checkpoint-dir"
                 )
             return None
-        return json.loads(path.read_text())
+        return json.loads(identity.read_bytes())
 
     def remove(self) -> None:
         """Once the harvest is stored: the folder is no longer needed."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.remove()

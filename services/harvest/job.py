@@ -13,6 +13,7 @@ pool, like a Train worker group, starts fresh processes (torch imported anew) ev
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 import time
@@ -48,7 +49,8 @@ from spd_core.harvest.summarize import HarvestResult, summarize
 from spd_core.harvest.writer import decomposition_fingerprint, write_harvest
 from spd_core.loading import Decomposition, load_decomposition
 from spd_core.store import FactorStore
-from spd_core.store.access import normalize
+from spd_core.store.location import Location
+from spd_core.store.portable import portable
 
 Report = Callable[[str], None]
 
@@ -71,12 +73,12 @@ class HarvestPlan:
 
 
 def plan_harvest(
-    store_path: str | Path,
+    store_path: str | Path | Location,
     *,
     tokens: int | None = None,
     inputs: int | None = None,
     settings: dict | None = None,
-    checkpoint_dir: str | Path | None = None,
+    checkpoint_dir: str | Path | Location | None = None,
     resume: bool = False,
 ) -> HarvestPlan:
     """Open and check everything; StoreError / HarvestInputError / CheckpointError / ValueError
@@ -87,13 +89,13 @@ def plan_harvest(
     found = harvest_inputs(store, decomposition, chosen, tokens=tokens, inputs=inputs)
     fingerprint = decomposition_fingerprint(store.path, store.root)
     identity = {
-        "store": str(normalize(store_path)),
+        "store": str(store.location),
         "decomposition_manifest_sha256": fingerprint,
         "settings": chosen.to_json(),
         "n_inputs": found.n_inputs,
         "inputs_sha256": found.fingerprint(),
     }
-    folder = checkpoint_dir_for(store_path, checkpoint_dir)
+    folder = checkpoint_dir_for(store.location, checkpoint_dir)
     checkpoints = HarvestCheckpoints(folder, identity)
     checkpoints.check(resume)
     return HarvestPlan(store, fingerprint, decomposition, found, chosen, checkpoints)
@@ -108,19 +110,22 @@ def _data_context() -> None:
 
 
 def _task_kwargs(plan: HarvestPlan, inputs_ref: ray.ObjectRef) -> dict:
+    """What every task gets: the store and the shards' folder as locations that any node opens
+    with the driver's credentials (`portable`), and the settings."""
     return {
-        "store": str(plan.store.path),
+        "store": portable(plan.store.location),
         "fingerprint": plan.fingerprint,
         "settings": plan.settings.to_json(),
         "inputs": [inputs_ref],
-        "folder": str(plan.checkpoints.folder),
+        "folder": portable(plan.checkpoints.folder),
     }
 
 
 def _run_shards(plan: HarvestPlan, workers: int, inputs_ref: ray.ObjectRef, report: Report) -> None:
     total_shards = n_shards(plan.inputs.n_inputs, plan.settings)
     folder = plan.checkpoints.folder
-    pending = [s for s in range(total_shards) if not shard_file(folder, s).exists()]
+    done = set(folder.names())
+    pending = [s for s in range(total_shards) if shard_file(folder, s).name not in done]
     todo = sum(len(plan.inputs.shard(s, plan.settings)[1]) for s in pending)  # inputs left
     done_inputs = plan.inputs.n_inputs - todo
     if done_inputs:
@@ -171,7 +176,8 @@ def _run_logits(
     folder = plan.checkpoints.folder
     index = {m: i for i, m in enumerate(model.module_names)}
     blocks = ablation_blocks(model)
-    pending = [(m, a, b) for m, a, b in blocks if not block_file(folder, index[m], a).exists()]
+    done = set(folder.names())
+    pending = [(m, a, b) for m, a, b in blocks if block_file(folder, index[m], a).name not in done]
     if pending:
         report(f"harvest: logit effects of {len(pending)} blocks of up to {LOGIT_BLOCK} components")
         examples = {(index[m], a): block_examples(total, m, a, b) for m, a, b in pending}
@@ -191,7 +197,7 @@ def _run_logits(
             pass
     found = {}
     for m, a, _ in blocks:
-        with np.load(block_file(folder, index[m], a)) as data:
+        with np.load(io.BytesIO(block_file(folder, index[m], a).read_bytes())) as data:
             found[(m, a)] = data["mean_change"]
     return assemble_changes(found, model)
 
@@ -228,6 +234,6 @@ def run_harvest(
         {"workers": workers, "seconds": seconds},
     )
     result = HarvestResult(arrays, attrs)
-    write_harvest(plan.store.path, result)
+    write_harvest(plan.store.location, result)
     plan.checkpoints.remove()
     return result

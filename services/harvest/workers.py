@@ -4,9 +4,9 @@ and the process keeps the decomposition it loaded, so a model is loaded once per
 
 from __future__ import annotations
 
+import io
 import time
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,10 +19,11 @@ from spd_core.harvest.run import harvest_shard
 from spd_core.harvest.settings import HarvestSettings
 from spd_core.loading import load_decomposition
 from spd_core.model.component_model import ComponentModel
+from spd_core.store.location import Location
 
 
 @lru_cache(maxsize=1)
-def _model(store: str, fingerprint: str | None) -> ComponentModel:
+def _model(store: Location, fingerprint: str | None) -> ComponentModel:
     """The decomposition of `store` (as of `fingerprint`, its manifest's hash), loaded once per
     worker process."""
     torch.set_num_threads(1)
@@ -37,11 +38,11 @@ def _inputs(ref: list, start: int, stop: int) -> torch.Tensor:
 
 def harvest_shards(
     batch: dict[str, np.ndarray],
-    store: str,
+    store: Location,
     fingerprint: str | None,
     settings: dict[str, Any],
     inputs: list,
-    folder: str,
+    folder: Location,
     tokens: bool,
 ) -> dict[str, np.ndarray]:
     """Rows {"shard"} -> each shard's statistics saved as its checkpoint file; yields how many
@@ -53,7 +54,7 @@ def harvest_shards(
         start = time.perf_counter()
         first = shard * s.shard_size
         x = _inputs(inputs, first, first + s.shard_size)
-        harvest_shard(model, x, first, s, tokens).save(shard_file(Path(folder), shard))
+        harvest_shard(model, x, first, s, tokens).save(shard_file(folder, shard))
         done.append(x.shape[0])
         seconds.append(time.perf_counter() - start)
     return {"shard": batch["shard"], "inputs": np.array(done), "seconds": np.array(seconds)}
@@ -61,11 +62,11 @@ def harvest_shards(
 
 def logit_blocks(
     batch: dict[str, np.ndarray],
-    store: str,
+    store: Location,
     fingerprint: str | None,
     settings: dict[str, Any],
     inputs: list,
-    folder: str,
+    folder: Location,
     examples: list,
     positions_per_input: int,
 ) -> dict[str, np.ndarray]:
@@ -80,9 +81,7 @@ def logit_blocks(
         effects = logit_effects(
             model, x, module, start, found[(mi, start)], positions_per_input, s.batch_size
         )
-        path = block_file(Path(folder), mi, start)
-        tmp = path.with_name(f"{path.name}.partial")
-        with open(tmp, "wb") as f:
-            np.savez(f, mean_change=effects.mean_change)
-        tmp.replace(path)
+        buffer = io.BytesIO()
+        np.savez(buffer, mean_change=effects.mean_change)
+        block_file(folder, mi, start).write_whole(buffer.getvalue())
     return {"module_index": batch["module_index"]}

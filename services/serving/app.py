@@ -13,6 +13,8 @@ from ray.serve.config import gRPCOptions
 
 from services.serving.catalog import name_stores
 from services.serving.deployment import DecompositionServer
+from spd_core.store.location import Location
+from spd_core.store.portable import portable
 
 APP_NAME = "spd"
 SERVICER_FUNCTIONS = ["services.serving.wire.add_services_to_server"]
@@ -53,6 +55,11 @@ class AppArgs(BaseModel):
         "calls off the event loop; False: reopen it every call, on the loop (the old path, to "
         "measure against)",
     )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec storage options for URL stores (s3://, gs://); credentials otherwise "
+        "from the environment of the process that builds the app, handed to every replica",
+    )
 
 
 def build_app(args: dict[str, Any]) -> Application:
@@ -63,7 +70,10 @@ def build_app(args: dict[str, Any]) -> Application:
         max_ongoing_requests=cfg.max_ongoing_requests,
         ray_actor_options={"num_cpus": cfg.replica_cpus},
     ).bind(
-        name_stores(cfg.stores),
+        {
+            name: portable(Location.of(path, cfg.storage_options))
+            for name, path in name_stores(cfg.stores).items()
+        },
         token=cfg.token,
         limits=cfg.limits,
         max_loaded=cfg.max_loaded,

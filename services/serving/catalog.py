@@ -18,6 +18,7 @@ from spd_core.loading import load_component_model, load_decomposition
 from spd_core.model.component_model import ComponentModel
 from spd_core.queries import IOSignature, io_signature
 from spd_core.store import FactorStore, StoreError
+from spd_core.store.location import Location
 
 
 def name_stores(specs: Sequence[str]) -> dict[str, str]:
@@ -54,7 +55,7 @@ class Catalog:
 
     def __init__(
         self,
-        stores: Mapping[str, str],
+        stores: Mapping[str, str | Location],
         max_loaded: int = 4,
         verify: bool = False,
         harvest_cache: bool = True,

@@ -20,7 +20,7 @@ import functools
 import inspect
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -44,6 +44,7 @@ from services.serving.lone_calls import LoneCallGate
 from services.serving.wire import parse
 from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
 from spd_client.generated.spd.v1 import harvest_pb2 as hpb
+from spd_core.store.location import Location
 
 logger = logging.getLogger("ray.serve")
 Response = TypeVar("Response")
@@ -70,7 +71,7 @@ def _set_status(context: RayServegRPCContext, err: Exception, method: str) -> No
 @serve.deployment(name="DecompositionService", max_ongoing_requests=64)
 @serve.ingress(build_http_app)
 class DecompositionServer:
-    """Serves the stores in `stores` ({name: path}). `token` (or $SPD_SERVE_TOKEN) makes every
+    """Serves the stores in `stores` ({name: path or location}). `token` (or $SPD_SERVE_TOKEN) makes every
     call but the health service's need `authorization: Bearer <token>`; `max_batch_size` 1 turns
     batching off (each call runs its own forward, without going through `@serve.batch`);
     `verify` reads and checks every store's files against its manifest before serving;
@@ -79,7 +80,7 @@ class DecompositionServer:
 
     def __init__(
         self,
-        stores: dict[str, str],
+        stores: Mapping[str, str | Location],
         token: str | None = None,
         limits: dict[str, int] | None = None,
         max_loaded: int = 4,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from spd_core.config import Config
 from spd_core.store import StoreError
+from spd_core.store.location import Location
 from spd_core.train.checkpoints import check_run_paths, latest_local_checkpoint
 
 # Ray Train's controller writes this file into the run's folder each time it registers a
@@ -16,7 +17,12 @@ RAY_SNAPSHOT_NAME = "checkpoint_manager_snapshot.json"
 
 
 def check_job_paths(
-    out: str | Path, ckpt_dir: Path, config: Config, *, resume: bool, overwrite: bool
+    out: str | Path | Location,
+    ckpt_dir: str | Path | Location,
+    config: Config,
+    *,
+    resume: bool,
+    overwrite: bool,
 ) -> None:
     """`check_run_paths`, and a resume needs a checkpoint that Ray registered."""
     check_run_paths(out, ckpt_dir, config, resume=resume, overwrite=overwrite)
@@ -34,13 +40,13 @@ def check_job_paths(
         )
 
 
-def ray_checkpoint_registered(ckpt_dir: Path) -> bool:
+def ray_checkpoint_registered(ckpt_dir: str | Path | Location) -> bool:
     """Whether a Ray Train job with its checkpoints in `ckpt_dir` has one to resume from: a
     checkpoint a worker saved is resumed only once Ray's controller has registered it."""
-    return (ckpt_dir / RAY_SNAPSHOT_NAME).is_file()
+    return Location.of(ckpt_dir).child(RAY_SNAPSHOT_NAME).is_file()
 
 
-def resume_point(ckpt_dir: Path, local: bool) -> str | None:
+def resume_point(ckpt_dir: Location, local: bool) -> str | None:
     """Where `--resume` would continue from: "step N" for a run in this process, "its last
     checkpoint" for a Ray job (Ray's folder names carry no step); None when nothing is saved."""
     if local:

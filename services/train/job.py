@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
+import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pyarrow.fs
 import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
@@ -17,6 +19,8 @@ from services.train.progress_relay import ProgressRelay
 from services.train.worker_entry import train_loop_per_worker
 from spd_core.config import Config, ConfigError
 from spd_core.store import FactorStore
+from spd_core.store.location import Location
+from spd_core.store.portable import portable
 from spd_core.task import DecompositionTask
 from spd_core.train.checkpoints import checkpoint_dir_for, default_checkpoint_every
 from spd_core.train.loop import local_batch_size
@@ -47,7 +51,7 @@ class JobOptions:
 def run_job(
     config: Config,
     task: DecompositionTask,
-    out: str | Path,
+    out: str | Path | Location,
     options: JobOptions,
     progress: Callable[[ProgressEvent], None] | None = None,
 ) -> dict[str, float]:
@@ -59,20 +63,20 @@ def run_job(
         check_fsdp_supports(config)
     if config.shard_target:
         check_target_sharding(task.target, options.strategy, options.workers)
-    ckpt_dir = checkpoint_dir_for(out, options.checkpoint_dir)
-    check_job_paths(out, ckpt_dir, config, resume=options.resume, overwrite=options.overwrite)
+    store = Location.of(out)
+    ckpt_dir = checkpoint_dir_for(store, options.checkpoint_dir)
+    check_job_paths(store, ckpt_dir, config, resume=options.resume, overwrite=options.overwrite)
     started = connect(options.address, verbose=options.verbose)
     try:
         check_capacity(options.workers, options.cpus_per_worker, options.use_gpu)
         if not options.resume:
-            if ckpt_dir.exists():  # check_job_paths allowed it: left by an earlier run
-                shutil.rmtree(ckpt_dir)
-            _create_store(out, config, task, options)
+            ckpt_dir.remove()  # check_job_paths allowed it: left by an earlier run, if any
+            _create_store(store, config, task, options)
         job = {
             "config": config.model_dump(mode="json"),
             "target_spec": task.target_spec,
             "target_state": task.target_state,
-            "store": str(Path(out).absolute()),
+            "store": portable(store),  # opened by every worker, as this process opens it
             "strategy": options.strategy,
             "threads": options.threads or max(1, int(options.cpus_per_worker)),
             "checkpoint_every": options.checkpoint_every or default_checkpoint_every(config),
@@ -89,8 +93,7 @@ def run_job(
                     resources_per_worker={"CPU": options.cpus_per_worker},
                 ),
                 run_config=RunConfig(
-                    name=ckpt_dir.name,
-                    storage_path=str(ckpt_dir.parent),
+                    **ray_storage(portable(ckpt_dir)),
                     failure_config=FailureConfig(max_failures=options.max_failures),
                     checkpoint_config=CheckpointConfig(num_to_keep=2),
                 ),
@@ -99,13 +102,27 @@ def run_job(
     finally:
         if started:
             ray.shutdown()
-    metrics = dict(FactorStore.open(out).metrics)  # complete, or this raises
-    shutil.rmtree(ckpt_dir, ignore_errors=True)  # a finished run needs no checkpoints
+    metrics = dict(FactorStore.open(store).metrics)  # complete, or this raises
+    ckpt_dir.remove()  # a finished run needs no checkpoints
     return metrics
 
 
+def ray_storage(ckpt_dir: Location) -> dict[str, Any]:
+    """RunConfig's `name`, `storage_path` and, for a URL, `storage_filesystem`: Ray Train keeps
+    the run's checkpoints in `ckpt_dir` itself, on an object store through the same fsspec
+    filesystem (and storage options) as the store."""
+    if not ckpt_dir.is_url:
+        return {"name": ckpt_dir.name, "storage_path": str(ckpt_dir.parent)}
+    fs, path = ckpt_dir.filesystem()
+    return {
+        "name": ckpt_dir.name,
+        "storage_path": posixpath.dirname(path),
+        "storage_filesystem": pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs)),
+    }
+
+
 def _create_store(
-    out: str | Path, config: Config, task: DecompositionTask, options: JobOptions
+    out: Location, config: Config, task: DecompositionTask, options: JobOptions
 ) -> None:
     """The empty store, chunked so that each worker's rows are whole chunks."""
     model = build_component_model(config, task)

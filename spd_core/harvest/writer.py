@@ -25,11 +25,12 @@ from spd_core.harvest.schema import (
     TOKENS,
 )
 from spd_core.harvest.summarize import HarvestResult
-from spd_core.store.access import PathLike, guard, normalize, open_root
+from spd_core.store.access import PathLike, guard, open_root
 from spd_core.store.codecs import CHECKED_COMPRESSORS
 from spd_core.store.convert import jsonable
 from spd_core.store.durable import fsync_path
 from spd_core.store.layout import FIRST_HARVEST_SCHEMA, HARVEST
+from spd_core.store.location import Location
 from spd_core.store.manifest import (
     MANIFEST_KEY,
     METADATA,
@@ -78,7 +79,8 @@ def write_harvest(
     path: PathLike, result: HarvestResult, *, storage_options: dict[str, Any] | None = None
 ) -> None:
     """Store `result` under `harvest/` of the complete store at `path` (replacing a harvest)."""
-    target = normalize(path)
+    location = Location.of(path, storage_options)
+    target, storage_options = location.where, location.storage_options
     root = open_root(target, "r+", storage_options=storage_options)
     with guard(target):
         attrs = root.attrs.asdict()

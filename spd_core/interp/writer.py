@@ -14,10 +14,11 @@ import zarr
 
 from spd_core.harvest.writer import fill_value, set_durably
 from spd_core.interp.schema import ARRAYS, COMPONENT_CHUNK, INTERP_FORMAT, MODULES_GROUP
-from spd_core.store.access import PathLike, guard, normalize, open_root
+from spd_core.store.access import PathLike, guard, open_root
 from spd_core.store.codecs import CHECKED_COMPRESSORS
 from spd_core.store.convert import jsonable
 from spd_core.store.layout import FIRST_INTERP_SCHEMA, HARVEST, INTERP
+from spd_core.store.location import Location
 from spd_core.store.manifest import manifest_key, read_stored, record_manifest, write_manifest
 from spd_core.store.validate import check_complete, check_schema
 from spd_core.store.version import default_code_version
@@ -46,7 +47,8 @@ def write_interp(
 ) -> None:
     """Store `modules` (module -> array name -> one row per component, the names of
     `schema.ARRAYS`) and `attrs` under `interp/` of the complete, harvested store at `path`."""
-    target = normalize(path)
+    location = Location.of(path, storage_options)
+    target, storage_options = location.where, location.storage_options
     root = open_root(target, "r+", storage_options=storage_options)
     with guard(target):
         root_attrs = root.attrs.asdict()

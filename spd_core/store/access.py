@@ -12,21 +12,9 @@ import zarr
 from zarr.errors import ContainsArrayError, GroupNotFoundError
 
 from spd_core.store.errors import StoreError
+from spd_core.store.location import Location
 
-PathLike = str | Path
-
-
-def is_url(path: PathLike) -> bool:
-    """True for fsspec-style URLs such as ``s3://bucket/run.zarr``."""
-    return isinstance(path, str) and "://" in path and not path.startswith("file://")
-
-
-def normalize(path: PathLike) -> str | Path:
-    """URLs stay strings; local paths (incl. ``file://``) become absolute Paths."""
-    if is_url(path):
-        return str(path)
-    text = str(path)
-    return Path(text.removeprefix("file://")).expanduser().absolute()
+PathLike = str | Path | Location
 
 
 def corrupt_metadata_files(path: str | Path) -> list[str]:

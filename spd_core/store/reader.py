@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from spd_core.store.access import PathLike, guard, normalize, open_root
+from spd_core.store.access import PathLike, guard, open_root
 from spd_core.store.curves import read_curves
 from spd_core.store.errors import StoreError
 from spd_core.store.integrity import check_integrity, damaged_message
@@ -22,6 +22,7 @@ from spd_core.store.layout import (
     FactorName,
     module_group_path,
 )
+from spd_core.store.location import Location
 from spd_core.store.names import NAME_ATTR
 from spd_core.store.validate import check_complete, check_schema, read_layouts, unknown_module
 from spd_core.store.verify import verify_store
@@ -45,17 +46,19 @@ class FactorStore:
     def __init__(
         self,
         root: zarr.Group,
-        path: str | Path,
+        location: Location,
         attrs: dict[str, Any],
         integrity_note: str | None = None,
     ) -> None:
         """Use `FactorStore.open`."""
         self._root = root
-        self.path = path
+        self.location = location
+        """Where the store is, with the storage options it was opened with."""
+        self.path: str | Path = location.where
         self.attrs = attrs
-        self.schema_version: int = check_schema(attrs, path)
+        self.schema_version: int = check_schema(attrs, self.path)
         self.integrity_note = integrity_note
-        self.modules = read_layouts(root, path)
+        self.modules = read_layouts(root, self.path)
 
     @classmethod
     def open(
@@ -70,7 +73,8 @@ class FactorStore:
         when complete, if a listing of its files differs from its integrity manifest (a chunk
         missing, truncated or added): a cheap check, not a read. With `verify`, every file is
         also read and checked (`verify_store`: flipped bytes, corrupt metadata)."""
-        target = normalize(path)
+        location = Location.of(path, storage_options)
+        target, storage_options = location.where, location.storage_options
         root = open_root(target, "r", storage_options=storage_options)
         with guard(target, "zarr.json"):
             attrs = root.attrs.asdict()
@@ -79,13 +83,13 @@ class FactorStore:
             check_complete(attrs, target)
         if attrs.get("complete") is not True:
             note = "incomplete: its files are checked only once the run marks it complete"
-            return cls(root, target, attrs, integrity_note=note)
+            return cls(root, location, attrs, integrity_note=note)
         if verify:
-            report = verify_store(target, storage_options=storage_options)
+            report = verify_store(location)
             if not report.ok:
                 raise StoreError(damaged_message(target, report.problems))
         note = check_integrity(target, root, schema)
-        return cls(root, target, attrs, integrity_note=note)
+        return cls(root, location, attrs, integrity_note=note)
 
     def __repr__(self) -> str:
         state = "complete" if self.complete else "incomplete"

@@ -13,11 +13,12 @@ from typing import Any
 import zarr
 from zarr.errors import ZarrUserWarning
 
-from spd_core.store.access import PathLike, guard, normalize, open_root
+from spd_core.store.access import PathLike, guard, open_root
 from spd_core.store.errors import StoreError
 from spd_core.store.integrity import Problem, compare_listing, describe_entry, unverifiable_note
 from spd_core.store.layout import FIRST_VERIFIABLE_SCHEMA, INTEGRITY, MODULES, PRODUCTS
 from spd_core.store.listing import list_objects
+from spd_core.store.location import Location
 from spd_core.store.manifest import (
     METADATA,
     Manifest,
@@ -141,7 +142,8 @@ def verify_store(path: PathLike, *, storage_options: dict[str, Any] | None = Non
     spd_schema) or is of a newer schema than this spd reads.
     """
     start = time.perf_counter()
-    target = normalize(path)
+    location = Location.of(path, storage_options)
+    target, storage_options = location.where, location.storage_options
     report = VerifyReport(str(target))
     try:
         root = open_root(target, "r", storage_options=storage_options)

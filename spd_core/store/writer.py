@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from spd_core.store.access import PathLike, guard, normalize, open_root
+from spd_core.store.access import PathLike, guard, open_root
 from spd_core.store.codecs import CHECKED_COMPRESSORS
 from spd_core.store.convert import jsonable, to_numpy
 from spd_core.store.curves import (
@@ -38,6 +38,7 @@ from spd_core.store.layout import (
     check_module_name,
     module_group_path,
 )
+from spd_core.store.location import Location
 from spd_core.store.manifest import record_manifest, write_manifest
 from spd_core.store.names import NAME_ATTR, node_name
 from spd_core.store.validate import check_schema, read_layouts, unknown_module
@@ -154,7 +155,8 @@ class StoreWriter:
             **jsonable(extra, "attrs"),
         }
         chunks = _resolve_chunks(chunk_c, modules)
-        target = normalize(path)
+        location = Location.of(path, storage_options)
+        target, storage_options = location.where, location.storage_options
         mode = _prepare_target(target, overwrite, storage_options)
         root = open_root(target, mode, storage_options=storage_options, attributes=root_attrs)
         with guard(target):
@@ -189,7 +191,8 @@ class StoreWriter:
         A complete store is refused unless `allow_complete` (e.g. to add metrics later); changing
         its arrays then marks it incomplete until `mark_complete` records it again.
         """
-        target = normalize(path)
+        location = Location.of(path, storage_options)
+        target, storage_options = location.where, location.storage_options
         root = open_root(target, "r+", storage_options=storage_options)
         with guard(target):
             attrs = root.attrs.asdict()

@@ -18,6 +18,7 @@ from spd_core.config import Config
 from spd_core.eval.evaluation import evaluate
 from spd_core.model.component_model import ComponentModel
 from spd_core.store import StoreWriter
+from spd_core.store.location import Location
 from spd_core.task import DecompositionTask
 from spd_core.train import training_state
 from spd_core.train.loop import LogRecord, TrainingState, new_generators, run_steps
@@ -49,7 +50,7 @@ class WorkerPlan:
     strategy, and checkpoint cadence."""
 
     config: Config
-    store: str | Path | None
+    store: str | Path | Location | None
     strategy: Strategy
     rank: int
     world_size: int

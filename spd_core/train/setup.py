@@ -11,6 +11,7 @@ from spd_core.config import Config
 from spd_core.eval.metrics.ci_l0 import l0_group_members
 from spd_core.model.component_model import ComponentModel
 from spd_core.store import ModuleLayout, StoreWriter
+from spd_core.store.location import Location
 from spd_core.task import DecompositionTask
 from spd_core.train.loop import LogRecord
 from spd_core.train.seeding import generator
@@ -30,7 +31,7 @@ def build_component_model(config: Config, task: DecompositionTask) -> ComponentM
 
 
 def create_store(
-    path: str | Path,
+    path: str | Path | Location,
     model: ComponentModel,
     config: Config,
     task: DecompositionTask,

@@ -9,7 +9,7 @@ checkpoint was (`resume=True`).
 
 from __future__ import annotations
 
-import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,12 +19,14 @@ import torch
 from spd_core.config import Config
 from spd_core.model.component_model import ComponentModel
 from spd_core.store import StoreError
+from spd_core.store.location import Location
 from spd_core.task import DecompositionTask
 from spd_core.train.checkpoints import (
     check_run_paths,
     checkpoint_dir_for,
     default_checkpoint_every,
     latest_local_checkpoint,
+    restore_local_checkpoint,
     save_local_checkpoint,
 )
 from spd_core.train.loop import LogRecord
@@ -40,19 +42,19 @@ class DecompositionResult:
 
     model: ComponentModel
     metrics: dict[str, float]
-    store_path: Path | None
+    store_path: str | Path | None
 
 
 def decompose(
     config: Config,
     task: DecompositionTask,
     *,
-    out: str | Path | None = None,
+    out: str | Path | Location | None = None,
     overwrite: bool = False,
     device: torch.device | str = "cpu",
     progress: Callable[[ProgressEvent], None] | None = None,
     checkpoint_every: int | None = None,
-    checkpoint_dir: str | Path | None = None,
+    checkpoint_dir: str | Path | Location | None = None,
     resume: bool = False,
 ) -> DecompositionResult:
     """Run SPD in this process.
@@ -67,11 +69,11 @@ def decompose(
         raise StoreError("resume and checkpoint_dir belong to a store: pass out=...")
     if config.shard_target:
         check_shard_target_strategy(None)
-    ckpt_dir = checkpoint_dir_for(out, checkpoint_dir) if out is not None else None
-    resume_from = _prepare(config, task, out, ckpt_dir, resume, overwrite)
+    store = Location.of(out) if out is not None else None
+    ckpt_dir = checkpoint_dir_for(store, checkpoint_dir) if store is not None else None
     plan = WorkerPlan(
         config=config,
-        store=out,
+        store=store,
         strategy="ddp",
         rank=0,
         world_size=1,
@@ -90,29 +92,31 @@ def decompose(
             rate = meters[0].update(record.step)
         progress(progress_event(record, config.steps, rate))
 
-    result = run_worker(
-        plan,
-        task,
-        resume_from=resume_from,
-        save_checkpoint=(lambda state: save_local_checkpoint(state, ckpt_dir))
-        if ckpt_dir is not None
-        else None,
-        on_log=on_log,
-    )
+    found = _prepare(config, task, store, ckpt_dir, resume, overwrite)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run_worker(
+            plan,
+            task,
+            resume_from=restore_local_checkpoint(found, Path(tmp)) if found else None,
+            save_checkpoint=(lambda state: save_local_checkpoint(state, ckpt_dir))
+            if ckpt_dir is not None
+            else None,
+            on_log=on_log,
+        )
     assert result is not None  # rank 0 always has one
     if ckpt_dir is not None:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)  # a finished run needs no checkpoints
-    return DecompositionResult(result.model, result.metrics, Path(out) if out else None)
+        ckpt_dir.remove()  # a finished run needs no checkpoints
+    return DecompositionResult(result.model, result.metrics, store.where if store else None)
 
 
 def _prepare(
     config: Config,
     task: DecompositionTask,
-    out: str | Path | None,
-    ckpt_dir: Path | None,
+    out: Location | None,
+    ckpt_dir: Location | None,
     resume: bool,
     overwrite: bool,
-) -> Path | None:
+) -> Location | None:
     """Check the paths, then create the store or find the checkpoint folder to resume from."""
     if out is None:
         return None
@@ -126,7 +130,6 @@ def _prepare(
                 "started as a Ray job, resume it without --no-ray"
             )
         return found[1]
-    if ckpt_dir.exists():  # check_run_paths allowed it: left by an earlier run
-        shutil.rmtree(ckpt_dir)
+    ckpt_dir.remove()  # check_run_paths allowed it: left by an earlier run, if anything
     create_store(out, build_component_model(config, task), config, task, overwrite=overwrite)
     return None
