@@ -12,8 +12,8 @@ from markupsafe import Markup
 
 WIDTH, HEIGHT = 560, 220
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 56, 12, 22, 30
-MAX_BAR_LABELS, LABEL_CHARS = 24, 10
-"""Bar plots with at most this many bars label each bar (its label cut to LABEL_CHARS)."""
+MAX_BAR_LABELS, LABEL_CHARS = 10, 12
+"""Bar plots label at most this many bars, evenly spaced (each label cut to LABEL_CHARS)."""
 PALETTE = ("#1f6feb", "#d1242f", "#1a7f37", "#9a6700", "#8250df", "#bf3989", "#0a7ea4", "#57606a")
 
 
@@ -125,7 +125,8 @@ def bar_chart(
     """One bar per value (negative values hang below zero), labelled on hover."""
     labels = list(labels) if labels is not None else [str(i) for i in range(len(values))]
     axes = _Axes([0, max(len(values), 1)], [*values, 0.0] if not log_y else values, log_y)
-    parts = axes.frame(title, x_label, x_ticks=len(values) > MAX_BAR_LABELS)
+    parts = axes.frame(title, x_label, x_ticks=False)
+    stride = max(1, math.ceil(len(values) / MAX_BAR_LABELS))
     base = axes.y(max(axes.y0, 0.0) if not log_y else 10**axes.y0) or HEIGHT - PAD_BOTTOM
     width = max((axes.x(1) - axes.x(0)) * 0.85, 0.5)
     for i, (v, name) in enumerate(zip(values, labels, strict=True)):
@@ -134,7 +135,7 @@ def bar_chart(
             continue
         y, h = min(top, base), abs(base - top)
         cls = "bar neg" if v < 0 else "bar"
-        if len(values) <= MAX_BAR_LABELS:
+        if i % stride == 0:
             parts.append(
                 f'<text x="{axes.x(i) + width / 2:.1f}" y="{HEIGHT - PAD_BOTTOM + 11}" '
                 f'class="tick" text-anchor="middle">{escape(name[:LABEL_CHARS])}</text>'

@@ -100,7 +100,7 @@ async def _examples(
             int(e.input),
             int(e.position),
             [
-                Token(t, float(v), shade(float(v)), i == e.position)
+                Token(t.replace("\n", "⏎"), float(v), shade(float(v)), i == e.position)
                 for i, (t, v) in enumerate(zip(strings, ci, strict=True))
             ],
         )
