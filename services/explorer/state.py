@@ -16,6 +16,8 @@ from services.serving.component_stats import harvest_of
 
 
 class ExplorerState:
+    """The explorer's per-replica caches over the deployment's `catalog`."""
+
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self.windows = ExampleWindows()

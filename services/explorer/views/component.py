@@ -79,7 +79,7 @@ async def _examples(
 ) -> list[Example]:
     top = list(summary.top_examples[:SHOWN_EXAMPLES])
     index = await state.index(name)
-    loaded = await asyncio.to_thread(state.catalog.load, name)
+    loaded = state.catalog.load(name)  # on the loop, as the RPCs load models: never a thread
     source = index.reader.attrs.get("source") or {}
     windows = await asyncio.to_thread(
         state.windows.get,
