@@ -122,7 +122,8 @@ def harvest_toy_store(tmp_path_factory):
 def chat_server():
     """A real OpenAI-compatible server on 127.0.0.1: `transformers serve` with the packaged
     SmolLM2-135M-Instruct as a local folder (built once in the spd cache), one torch thread (two
-    threads on a busy 2-core machine are many times slower). Yields (base URL, model name)."""
+    threads on a busy 2-core machine are many times slower). Yields (base URL, model name, the
+    server process)."""
     import shutil
     import socket
     import subprocess
@@ -152,7 +153,7 @@ def chat_server():
             proc.kill()
             raise RuntimeError(f"transformers serve did not start (exit {proc.poll()})")
         time.sleep(1)
-    yield f"{url}/v1", str(folder)
+    yield f"{url}/v1", str(folder), proc
     proc.terminate()
     proc.wait(timeout=30)
 
@@ -171,7 +172,7 @@ def labelled_text_store(harvested_text_store, chat_server, tmp_path_factory):
 
     path = tmp_path_factory.mktemp("labelled") / "smol.zarr"
     shutil.copytree(harvested_text_store[0], path)
-    url, model = chat_server
+    url, model, server = chat_server
     command = [sys.executable, "-m", "services.cli", "autointerp", str(path)]
     command += ["--endpoint", url, "--model", model, "--limit", "2", "--concurrency", "1"]
     command += ["--examples", "3", "--max-tokens", "24", "--attempts", "2"]
@@ -179,9 +180,15 @@ def labelled_text_store(harvested_text_store, chat_server, tmp_path_factory):
     stopped = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while not (checkpoint.exists() and '"kind": "label"' in checkpoint.read_text()):
         assert stopped.poll() is None, stopped.communicate()
-        time.sleep(0.5)
-    stopped.send_signal(signal.SIGINT)
-    _, err = stopped.communicate(timeout=120)
+        time.sleep(0.02)
+    # hold the server so that the second component cannot finish first (on a fast machine it
+    # did: the run ended 0 before the interrupt), then interrupt the run mid-request
+    server.send_signal(signal.SIGSTOP)
+    try:
+        stopped.send_signal(signal.SIGINT)
+        _, err = stopped.communicate(timeout=120)
+    finally:
+        server.send_signal(signal.SIGCONT)
     assert stopped.returncode == 130, err
     records = [json.loads(line) for line in checkpoint.read_text().splitlines()]
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=1800)

@@ -23,6 +23,7 @@ from spd_core.harvest.topk import EMPTY_INDEX, batch_top, empty_top, merge_top
 from spd_core.harvest.writer import write_harvest
 from spd_core.loading import load_decomposition
 from spd_core.store import FactorStore, StoreError, verify_store
+from spd_core.store.layout import SCHEMA_VERSION
 from tests.harvest_reference import assert_same_harvest, brute_force
 
 SETTINGS = {"shard_size": 64, "batch_size": 16, "top_k": 5, "partners": 3, "top_tokens": 4}
@@ -142,7 +143,12 @@ def test_stored_harvest_reads_back_and_is_covered_by_its_own_manifest(harvest_to
         HarvestReader.open(store)
     write_harvest(path, result)
     report = verify_store(path)
-    assert report.ok and report.verified and report.harvest == "complete" and report.schema == 3
+    assert (
+        report.ok
+        and report.verified
+        and report.harvest == "complete"
+        and report.schema == SCHEMA_VERSION
+    )
     assert report.files_checked > before.files_checked  # the harvest's files are checked too
     group = zarr.open_group(path / "harvest/modules/linear1", mode="r")
     assert group["top_ci"].metadata.dimension_names == ("component", "rank")
