@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 from jsonl import emit
+from serve_latency import free_port, percentiles_ms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.serve.browser import chromium
@@ -35,28 +33,10 @@ from tests.serve.browser import chromium
 NAME = "bench"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def fetch(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=120) as response:
         assert response.status == 200, url
         return response.read()
-
-
-def percentiles(fn, n: int, warmup: int = 3) -> tuple[float, float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    p50, p99 = np.percentile(times, [50, 99]) * 1e3
-    return float(p50), float(p99)
 
 
 def views(base: str, name: str) -> dict[str, str]:
@@ -101,14 +81,14 @@ def main() -> None:
     try:
         urls = views(base, NAME)
         for view, url in urls.items():
-            p50, p99 = percentiles(lambda url=url: fetch(url), args.requests)
+            p50, p99 = percentiles_ms(lambda url=url: fetch(url), args.requests, warmup=3)
             emit(f"explorer/server/{view}/p50", p50, "ms")
             emit(f"explorer/server/{view}/p99", p99, "ms")
         with chromium() as browser:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             for view, url in urls.items():
-                p50, p99 = percentiles(
-                    lambda url=url: page.goto(url, wait_until="load"), args.requests
+                p50, p99 = percentiles_ms(
+                    lambda url=url: page.goto(url, wait_until="load"), args.requests, warmup=3
                 )
                 emit(f"explorer/chromium/{view}/p50", p50, "ms")
                 emit(f"explorer/chromium/{view}/p99", p99, "ms")
