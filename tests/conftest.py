@@ -186,9 +186,10 @@ def labelled_text_store(harvested_text_store, chat_server, tmp_path_factory):
     server.send_signal(signal.SIGSTOP)
     try:
         stopped.send_signal(signal.SIGINT)
-        _, err = stopped.communicate(timeout=120)
+        time.sleep(1)  # the interrupt is delivered while the request waits on the held server
     finally:
         server.send_signal(signal.SIGCONT)
+    _, err = stopped.communicate(timeout=120)
     assert stopped.returncode == 130, err
     records = [json.loads(line) for line in checkpoint.read_text().splitlines()]
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=1800)
