@@ -4,7 +4,6 @@ the token and label searches and the frequency-against-rank plots."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,18 +68,10 @@ class HarvestIndex:
                         labels[c],
                     )
                 )
-        order = {m: i for i, m in enumerate(reader.modules)}
-        tie = [(order[r.module], r.component) for r in self.rows]
-        by = {
-            "frequency": [r.firing_frequency for r in self.rows],
-            "mean_ci": [
-                -1.0 if math.isnan(r.mean_ci_when_firing) else r.mean_ci_when_firing
-                for r in self.rows
-            ],
-        }
-        self.sorted = {
-            key: sorted(range(len(self.rows)), key=lambda i, v=values: (-v[i], tie[i]))
-            for key, values in by.items()
+        position = {(r.module, r.component): i for i, r in enumerate(self.rows)}
+        self.sorted = {  # the deployment's own ranking (ListComponents' order), built once
+            key: [position[r.module, r.component] for r in served.ranked(None, by_mean)]
+            for key, by_mean in (("frequency", False), ("mean_ci", True))
         }
         self.has_tokens = any(r.top_tokens for r in self.rows)
         self.has_labels = any(r.interpretation.status for r in self.rows)

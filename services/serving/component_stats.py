@@ -61,11 +61,9 @@ def _stats(s: ComponentStats, i: Interpretation) -> hpb.ComponentStats:
     )
 
 
-def _interpretations_of(
-    served: ServedHarvest, modules: list[str]
-) -> dict[tuple[str, int], Interpretation]:
+def _interpretation_of(served: ServedHarvest, module: str, component: int) -> Interpretation:
     try:
-        return {(m, c): i for m in modules for c, i in enumerate(served.interpretations(m))}
+        return served.interpretations(module)[component]
     except StoreError as err:
         raise unavailable_store(str(err)) from None
 
@@ -117,13 +115,16 @@ def list_components(
     offset = _offset(request.page_token, query)
     served = harvest_of(catalog, name)
     rows = served.ranked(module, query[2] == hpb.COMPONENT_ORDER_MEAN_CI)
-    shown = _interpretations_of(served, [module] if module else served.reader.modules)
+
+    def shown(r: ComponentStats) -> Interpretation:
+        return _interpretation_of(served, r.module, r.component)
+
     if needle is not None:
-        rows = [r for r in rows if needle in shown[r.module, r.component].shown_label.lower()]
+        rows = [r for r in rows if needle in shown(r).shown_label.lower()]
     page = rows[offset : offset + page_size]
     more = offset + page_size < len(rows)
     return hpb.ListComponentsResponse(
-        components=[_stats(r, shown[r.module, r.component]) for r in page],
+        components=[_stats(r, shown(r)) for r in page],
         next_page_token=_page_token(offset + page_size, query) if more else "",
         total_size=len(rows),
     )
@@ -181,9 +182,7 @@ def component_summary(
     """One component's harvested statistics, with its label and token summary."""
     check_component(catalog, request.decomposition, request.module, request.component)
     served = harvest_of(catalog, request.decomposition)
-    interpretation = _interpretations_of(served, [request.module])[
-        request.module, request.component
-    ]
+    interpretation = _interpretation_of(served, request.module, request.component)
     summary = served.reader.summary(request.module, request.component)
     return summary_message(summary, interpretation)
 
