@@ -50,6 +50,22 @@ def graph_query(store: str, text: str, seed: int, max_edges: int) -> dict[str, s
     return {**query, "max_edges": str(max_edges)}
 
 
+def screenshot(browser, url: str, path: Path) -> None:
+    """The whole page with the whole graph: the canvas unscrolled and the window as wide as the
+    graph (a style added by the browser for the figure only, so CSP is bypassed)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
+    page.set_default_timeout(600_000)
+    page.goto(url)
+    page.wait_for_selector("#graph[data-state=done]")
+    width = int(page.locator("svg.graph").get_attribute("width"))
+    page.set_viewport_size({"width": max(1400, width + 60), "height": 1000})
+    page.add_style_tag(content="main { max-width: none; } .graph-canvas { max-height: none; }")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), full_page=True)
+    page.close()
+    print(f"wrote {path}", file=sys.stderr)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -101,10 +117,7 @@ def main() -> None:
                 emit(f"graph/{name}/nodes", int(counts.get_attribute("data-nodes")), "nodes")
                 emit(f"graph/{name}/edges", int(counts.get_attribute("data-edges")), "edges")
                 if args.screenshots:
-                    args.screenshots.mkdir(parents=True, exist_ok=True)
-                    path = args.screenshots / f"explorer-graph-{name}.png"
-                    page.screenshot(path=str(path), full_page=True)
-                    print(f"wrote {path}", file=sys.stderr)
+                    screenshot(browser, url, args.screenshots / f"explorer-graph-{name}.png")
     finally:
         serve.shutdown()
         ray.shutdown()
