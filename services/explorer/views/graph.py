@@ -184,7 +184,7 @@ def position_labels(response: pb.ComputeImportancesResponse, given: GraphInput) 
 
 
 def graph_url(name: str, query: Mapping[str, str]) -> str:
-    """The page's path and query (the permalink the form and the script keep up to date)."""
+    """A graph page's path and query, empty values left out (the one-hot presets' links)."""
     kept = {k: v for k, v in query.items() if v not in (None, "")}
     return f"/d/{name}/graph" + (f"?{urlencode(kept)}" if kept else "")
 
