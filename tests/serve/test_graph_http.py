@@ -165,5 +165,5 @@ def test_a_page_url_names_each_parameter_it_keeps(graph_explorer):
     answer = page(graph_explorer, "tms", **TOY, pinned=pinned, edges="7", min_abs="0.01")
     assert answer.status == 200
     assert f'data-pinned="{pinned}"' in answer.text and 'data-shown="7"' in answer.text
-    assert 'data-min-abs="0.01"' in answer.text
+    assert 'id="min-abs" min="0" step="any" value="0.01"' in answer.text
     assert f'name="pinned" value="{pinned}">' in answer.text

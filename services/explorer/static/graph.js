@@ -270,7 +270,6 @@ class GraphPage {
   }
 
   show(header, edges, seconds) {
-    this.header = header;
     this.edges = edges;
     this.graph = layout(header, this.placement, this.labels);
     this.root = draw(this.section, this.graph, this.labels, edges);
