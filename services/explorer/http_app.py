@@ -29,6 +29,7 @@ from services.explorer.state import ExplorerState
 from services.explorer.views.component import component
 from services.explorer.views.components import components
 from services.explorer.views.decomposition import decomposition
+from services.explorer.views.graph import graph
 from services.explorer.views.home import home
 from services.serving import health
 from services.serving.errors import RequestError
@@ -231,5 +232,11 @@ def build_http_app() -> FastAPI:
         query = dict(request.query_params)
         view_args = (_rpc(server), state(server), name, module, index, query)
         return await page(request, "component.html", component, *view_args)
+
+    @app.get("/d/{name}/graph")
+    async def graph_page(name: str, request: Request) -> Response:
+        """The attribution graph: the view checks the query; the page's script streams it."""
+        query = dict(request.query_params)
+        return await page(request, "graph.html", graph, _rpc(_server()), name, query)
 
     return app

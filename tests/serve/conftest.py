@@ -96,12 +96,7 @@ EXPLORER_APP = "explorer"
 def explorer(server, stores, harvested_toy, harvested_text_store, http_port) -> str:
     """Base URL of an application serving a harvested toy (tms), an unharvested one (bare) and a
     harvested language model (smol) under /explorer, token TOKEN; deleted after the module."""
-    import time
-    import urllib.request
-
     from ray import serve
-
-    from services.serving.app import build_app
 
     args = {
         "stores": [
@@ -113,8 +108,21 @@ def explorer(server, stores, harvested_toy, harvested_text_store, http_port) -> 
         "replica_cpus": 0.5,
         "limits": {"max_inputs": 16},
     }
-    serve.run(build_app(args), name=EXPLORER_APP, route_prefix=f"/{EXPLORER_APP}", blocking=False)
-    base = f"http://127.0.0.1:{http_port}/{EXPLORER_APP}"
+    yield _run_http_app(args, EXPLORER_APP, http_port)
+    serve.delete(EXPLORER_APP)
+
+
+def _run_http_app(args: dict, name: str, http_port: int) -> str:
+    """Run the spd application for `args` as `name` under /`name`; its base URL once it answers."""
+    import time
+    import urllib.request
+
+    from ray import serve
+
+    from services.serving.app import build_app
+
+    serve.run(build_app(args), name=name, route_prefix=f"/{name}", blocking=False)
+    base = f"http://127.0.0.1:{http_port}/{name}"
     for _ in range(100):  # the proxy learns the new route shortly after the app is running
         try:
             with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
@@ -122,5 +130,42 @@ def explorer(server, stores, harvested_toy, harvested_text_store, http_port) -> 
                     break
         except OSError:
             time.sleep(0.1)
-    yield base
-    serve.delete(EXPLORER_APP)
+    return base
+
+
+@pytest.fixture(scope="session")
+def wide_toy(tmp_path_factory) -> Path:
+    """TMS 5-2 with C = 400 in both modules, decomposed for two small steps: at threshold -1
+    (every component active) its graph has over 50,000 non-zero edges."""
+    from spd_core.config import config_from_dict
+
+    raw = resolve_config("tms-5-2").model_dump()
+    raw.update(steps=2, batch_size=64, eval_batch_size=64, faithfulness_warmup_steps=0)
+    raw["module_info"] = [{"module_pattern": m, "C": 400} for m in ("linear1", "linear2")]
+    config = config_from_dict(raw)
+    path = tmp_path_factory.mktemp("wide-toy") / "wide.zarr"
+    decompose(config, toy_task(config, torch.device("cpu")), out=path)
+    return path
+
+
+GRAPH_APP = "graph"
+
+
+@pytest.fixture(scope="module")
+def graph_explorer(server, stores, wide_toy, harvested_text_store, http_port) -> str:
+    """Base URL of an application for the attribution-graph pages, under /graph, token TOKEN:
+    tms (TMS 5-2, linear1 -> linear2), wide (wide_toy) and smol (a language model with one
+    decomposed module, whose edges go to the loss); deleted after the module."""
+    from ray import serve
+
+    args = {
+        "stores": [
+            f"tms={stores['tms-5-2']}",
+            f"wide={wide_toy}",
+            f"smol={harvested_text_store[0]}",
+        ],
+        "token": TOKEN,
+        "replica_cpus": 0.5,
+    }
+    yield _run_http_app(args, GRAPH_APP, http_port)
+    serve.delete(GRAPH_APP)
