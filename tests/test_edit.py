@@ -205,7 +205,7 @@ def test_the_command_writes_and_says_how_to_load(harvest_toy_store, tmp_path, ca
     args = ["export", str(store), "--ablate", "linear1:1,2", "--ablate", "linear2:0"]
     assert main([*args, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert f"wrote {out} (toy folder of tms-5-2)" in printed
+    assert f"wrote {out}: a toy target, tms-5-2 edited" in printed
     assert "linear1: removed 2 of 20 components (1, 2)" in printed
     assert "load_edited_toy_target" in printed
     note = json.loads((out / NOTE_JSON).read_text())

@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"spd export: error: {err}", file=sys.stderr)
         return 2
     note = result.note
-    print(f"wrote {result.folder} ({note.target_format} folder of {note.target})")
+    what = "a Hugging Face folder" if note.target_format == "huggingface" else "a toy target"
+    print(f"wrote {result.folder}: {what}, {note.target} edited")
     for r in note.removed:
         share = r.removed_norm / r.weight_norm if r.weight_norm else float("nan")
         print(
