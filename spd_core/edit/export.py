@@ -19,6 +19,8 @@ from spd_core.store.location import Location
 
 @dataclass(frozen=True)
 class ExportResult:
+    """Where the edited model was written, and the note written with it."""
+
     folder: Path
     note: EditNote
 
@@ -26,7 +28,7 @@ class ExportResult:
 def check_out_dir(out: Path, overwrite: bool, store: FactorStore) -> None:
     """EditError unless `out` can be written: absent or empty, or, with `overwrite`, a folder an
     earlier export wrote (a folder of anything else is never deleted); never the store."""
-    if isinstance(store.path, Path) or "://" not in str(store.path):
+    if "://" not in str(store.path):  # a local store
         store_dir = Path(store.path).resolve()
         if out.resolve() == store_dir or store_dir in out.resolve().parents:
             raise EditError(f"--out {out} lies in the store {store.path}; choose another folder")
