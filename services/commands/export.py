@@ -94,9 +94,10 @@ def run(args: argparse.Namespace) -> int:
             f"({', '.join(map(str, r.components))}); |removed| / |W| = {share:.3g}"
         )
     if note.target_format == "huggingface":
+        auto = "AutoModelForCausalLM" if store.target_spec.get("causal_lm") else "AutoModel"
         print(
-            "load it: from transformers import AutoModelForCausalLM; "
-            f"AutoModelForCausalLM.from_pretrained({str(result.folder)!r})"
+            f"load it: from transformers import {auto}; "
+            f"{auto}.from_pretrained({str(result.folder)!r})"
         )
     else:
         print(f"load it: spd_core.edit.load_edited_toy_target({str(result.folder)!r})")
