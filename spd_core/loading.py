@@ -25,7 +25,7 @@ def target_from_store(store: FactorStore) -> nn.Module:
     store names its local model (package, folder or GGUF file, via the converted-weights cache)."""
     spec = store.target_spec
     if spec.get("kind") == "hf":
-        return _hf_target(store).model
+        return hf_target_of(store).model
     if spec.get("kind") != "toy":
         raise StoreError(
             f"{store.path}: target kind {spec.get('kind')!r} is not self-contained; "
@@ -40,7 +40,8 @@ def target_from_store(store: FactorStore) -> nn.Module:
     return toy_target_from_state(parse_target_spec(spec["spec"]), tensors).model
 
 
-def _hf_target(store: FactorStore) -> HFTarget:
+def hf_target_of(store: FactorStore) -> HFTarget:
+    """The Hugging Face model and tokenizer a store names (StoreError if they cannot be loaded)."""
     from spd_core.hf.loading import hf_target_from_spec
 
     try:
@@ -69,7 +70,7 @@ def load_decomposition(
     tokenizer = None
     target = None
     if store.target_spec.get("kind") == "hf":
-        hf = _hf_target(store)
+        hf = hf_target_of(store)
         target, tokenizer = hf.model, hf.tokenizer
     model, config = load_component_model(store, target=target, device=device)
     return Decomposition(model, config, tokenizer, store.target_spec)

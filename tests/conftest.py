@@ -195,3 +195,33 @@ def labelled_text_store(harvested_text_store, chat_server, tmp_path_factory):
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=1800)
     assert resumed.returncode == 0, resumed.stderr
     return path, records, resumed.stdout
+
+
+GPT2_MODULES = {"transformer.wte": 5, "transformer.h.0.mlp.c_fc": 6, "lm_head": 4}
+
+
+@pytest.fixture(scope="session")
+def gpt2_store(tmp_path_factory):
+    """A GPT-2 folder of the user's own (`GPT2LMHeadModel`, tests/tiny_gpt2.py) decomposed with
+    `output_loss_type: kl` for two steps: its token embedding and tied LM head, and a Conv1D
+    (GPT2_MODULES). Returns (model folder, store path)."""
+    from spd_core.config import config_from_dict
+    from spd_core.task.hf import hf_task
+    from spd_core.train.single_process import decompose
+    from tests.hf_configs import tiny_hf_config
+    from tests.tiny_gpt2 import gpt2_folder
+
+    root = tmp_path_factory.mktemp("gpt2")
+    folder = gpt2_folder(root / "my-gpt2")
+    cfg = tiny_hf_config(
+        str(folder),
+        GPT2_MODULES,
+        steps=2,
+        eval_batch_size=2,
+        ci_fn_type="mlp",
+        ci_fn_hidden_dims=[8],
+    )
+    config = config_from_dict(cfg)
+    path = root / "gpt2.zarr"
+    decompose(config, hf_task(config, torch.device("cpu")), out=path)
+    return folder, path

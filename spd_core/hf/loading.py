@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from spd_core.extras import require
+from spd_core.hf.causal_lm import is_causal_lm_model
 from spd_core.hf.packaged import PACKAGED_MODELS, HFModelError, packaged_model_path
 from spd_core.targets.registry import default_cache_dir
 from spd_core.targets.tiny_llama.build import built_tiny_llama
@@ -176,7 +177,7 @@ def load_hf_target(
         "gguf_sha256": gguf_sha,
         "converted": str(folder) if gguf_sha else None,
         "model_class": type(net).__name__,
-        "causal_lm": type(net).__name__.endswith("ForCausalLM"),
+        "causal_lm": is_causal_lm_model(net),
         "context_length": int(getattr(config, "max_position_embeddings", 0) or 0) or None,
         "vocab_size": int(net.get_input_embeddings().num_embeddings),
     }

@@ -32,6 +32,19 @@ def target_weight(module: nn.Module, kind: ModuleKind) -> Tensor:
     return w.T if kind == "conv1d" else w
 
 
+def rank_one_sum(U: Tensor, V: Tensor, kind: ModuleKind) -> Tensor:
+    """Σ_c u_c v_cᵀ over the given rows of U (k, d_out) and V (k, d_in), in `target_weight`'s
+    orientation: (d_out, d_in), or (vocab, d_emb) for embeddings."""
+    w = U.T @ V  # (d_out, d_in)
+    return w.T if kind == "embedding" else w
+
+
+def as_stored_weight(weight: Tensor, kind: ModuleKind) -> Tensor:
+    """A weight in `target_weight`'s orientation as the module's `weight` parameter holds it
+    (GPT-2 Conv1D: (d_in, d_out)); the inverse of `target_weight`."""
+    return weight.T if kind == "conv1d" else weight
+
+
 class Components(nn.Module):
     """Factors U (C, d_out), V (C, d_in) of one module, plus its frozen weight and bias."""
 
@@ -64,8 +77,7 @@ class Components(nn.Module):
 
     def component_weight(self) -> Tensor:
         """Σ_c u_c v_cᵀ, in the target weight's orientation."""
-        w = self.U.T @ self.V  # (d_out, d_in)
-        return w.T if self.kind == "embedding" else w
+        return rank_one_sum(self.U, self.V, self.kind)
 
     def weight_delta(self) -> Tensor:
         """Δ = W − W_comp (differentiable in U and V)."""

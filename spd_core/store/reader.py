@@ -30,7 +30,7 @@ from spd_core.store.verify import verify_store
 Components = Sequence[int] | slice | None
 
 
-def _read_params(group: zarr.Group, order: Sequence[str] | None) -> dict[str, np.ndarray]:
+def read_params(group: zarr.Group, order: Sequence[str] | None) -> dict[str, np.ndarray]:
     """Name -> array for every array in `group`, names taken from each array's `name` attr."""
     params = {str(arr.attrs.get(NAME_ATTR, key)): arr[...] for key, arr in group.arrays()}
     names = [n for n in (order or []) if n in params] + sorted(set(params) - set(order or []))
@@ -176,7 +176,7 @@ class FactorStore:
         """The CI function's parameters, name -> float32 array, names exactly as written."""
         group = self._ci_group(module)
         with guard(self.path, f"{self._module(module)}/{CI_FN}"):
-            return _read_params(group, group.attrs.get("param_names"))
+            return read_params(group, group.attrs.get("param_names"))
 
     def global_ci_fn(self) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
         """(architecture attrs, parameters) of the store's one CI function for all modules, or
@@ -187,7 +187,7 @@ class FactorStore:
         group = self._group(GLOBAL_CI_FN)
         with guard(self.path, GLOBAL_CI_FN):
             attrs = group.attrs.asdict()
-            return attrs, _read_params(group, attrs.get("param_names"))
+            return attrs, read_params(group, attrs.get("param_names"))
 
     def target_state(self) -> dict[str, np.ndarray] | None:
         """The stored target model's parameters, or None if the store has none."""
@@ -196,7 +196,7 @@ class FactorStore:
                 return None
         group = self._group(TARGET)
         with guard(self.path, TARGET):
-            return _read_params(group, group.attrs.get("names"))
+            return read_params(group, group.attrs.get("names"))
 
     def curves(self) -> dict[str, np.ndarray]:
         """``step`` (int64) and every training curve (float64), one entry per record."""

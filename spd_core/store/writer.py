@@ -47,6 +47,29 @@ from spd_core.store.version import default_code_version
 ArrayLike = Any  # np.ndarray | torch.Tensor; torch is not imported here
 
 
+def write_param_group(
+    parent: zarr.Group,
+    name: str,
+    params: Mapping[str, ArrayLike],
+    attrs: dict[str, Any],
+    dtype: type | None,
+) -> zarr.Group:
+    """(Re)create group `name` under `parent` with one checksummed array per named parameter
+    (state-dict names kept in each array's `name` attribute), cast to `dtype` unless None."""
+    group = parent.create_group(name, overwrite=True, attributes=attrs)
+    for pname, value in params.items():
+        data = to_numpy(value, dtype)
+        if data.dtype == object:
+            raise ValueError(f"{name}/{pname}: object arrays cannot be stored")
+        group.create_array(
+            node_name(pname),
+            data=data,
+            attributes={NAME_ATTR: pname},
+            compressors=CHECKED_COMPRESSORS,
+        )
+    return group
+
+
 def _resolve_chunks(
     chunk_c: int | Mapping[str, int] | None, modules: Mapping[str, ModuleLayout]
 ) -> dict[str, int]:
@@ -254,17 +277,7 @@ class StoreWriter:
         dtype: type | None,
     ) -> None:
         self._reopen()
-        group = parent.create_group(name, overwrite=True, attributes=attrs)
-        for pname, value in params.items():
-            data = to_numpy(value, dtype)
-            if data.dtype == object:
-                raise ValueError(f"{name}/{pname}: object arrays cannot be stored")
-            group.create_array(
-                node_name(pname),
-                data=data,
-                attributes={NAME_ATTR: pname},
-                compressors=CHECKED_COMPRESSORS,
-            )
+        write_param_group(parent, name, params, attrs, dtype)
 
     def write_ci_fn(
         self,

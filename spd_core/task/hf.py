@@ -49,8 +49,9 @@ def hf_task(
         )
     if config.output_loss_type == "kl" and not hf.causal_lm:
         raise ConfigError(
-            f"output_loss_type: 'kl' needs logits; {hf.spec['model_class']} is not a causal LM "
-            "(use mse)"
+            f"output_loss_type: 'kl' needs next-token logits; {hf.spec['model_class']} is not a "
+            "causal LM (transformers does not register it for AutoModelForCausalLM): use mse, or "
+            "name the model's causal-LM class in target.model_class"
         )
     train = WindowStream(hf.tokenizer, target_cfg.data, "train", config.seed, cache_dir=cache_dir)
     eval_size = config.effective_eval_batch_size

@@ -15,6 +15,7 @@ from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
 from spd_client.generated.spd.v1 import decomposition_service_pb2_grpc as pb_grpc
 from spd_client.generated.spd.v1 import tensor_pb2
 from spd_client.tensor_codec import to_proto
+from spd_core.edit import export_edited, load_edited_toy_target
 from spd_core.loading import load_component_model
 from spd_core.queries import MaskSpec, ablated_outputs, importances
 from spd_core.store import FactorStore
@@ -164,6 +165,18 @@ def test_ablated_outputs_equal_in_process(client, models, spec, divergence):
     np.testing.assert_allclose(served.outputs, expected.outputs.numpy(), atol=ATOL, rtol=0)
     np.testing.assert_allclose(served.target_output, expected.target.numpy(), atol=ATOL, rtol=0)
     np.testing.assert_allclose(served.divergence, expected.divergence.numpy(), atol=ATOL, rtol=0)
+
+
+def test_an_exported_edit_equals_the_served_ablation_with_the_delta(client, stores, tmp_path):
+    selection = {"linear1": [0, 2], "linear2": [4]}
+    export_edited(stores["tms-5-2"], selection, tmp_path / "edited")
+    edited = load_edited_toy_target(tmp_path / "edited")
+    x = _inputs(8, seed=3)
+    served = client.ablate("tms-5-2", x, "ablate", components=selection, use_delta=True)
+    with torch.no_grad():
+        got = edited(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, served.outputs[0], atol=ATOL, rtol=0)
+    assert np.abs(got - served.target_output).max() > 1e-3, "the edit changed nothing"
 
 
 def test_components_are_the_stored_rows(client, stores):

@@ -23,6 +23,8 @@ def save_hf_folder(model: Any, tokenizer: Any, folder: Path, context_length: int
     tokenizer.model_max_length = context_length
     tokenizer.save_pretrained(folder)
     config_path = folder / "tokenizer_config.json"
+    if not (folder / "tokenizer.json").is_file():
+        return  # a tokenizer of its own files (sentencepiece, vocab.txt) keeps its own class
     config = json.loads(config_path.read_text())
     config["tokenizer_class"] = PORTABLE_TOKENIZER_CLASS
     config_path.write_text(json.dumps(config, indent=2) + "\n")
