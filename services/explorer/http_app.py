@@ -30,6 +30,7 @@ from services.explorer.views.component import component
 from services.explorer.views.components import components
 from services.explorer.views.decomposition import decomposition
 from services.explorer.views.home import home
+from services.explorer.views.playground import playground
 from services.serving import health
 from services.serving.errors import RequestError
 
@@ -231,5 +232,12 @@ def build_http_app() -> FastAPI:
         query = dict(request.query_params)
         view_args = (_rpc(server), state(server), name, module, index, query)
         return await page(request, "component.html", component, *view_args)
+
+    @app.get("/d/{name}/prompt")
+    async def playground_page(name: str, request: Request) -> Response:
+        server = _server()
+        pairs = request.query_params.multi_items()
+        view_args = (_rpc(server), state(server), name, pairs)
+        return await page(request, "playground.html", playground, *view_args)
 
     return app
