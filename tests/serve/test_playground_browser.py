@@ -5,6 +5,9 @@ presets and buttons work, and never a console error or a dialog."""
 
 from __future__ import annotations
 
+import base64
+
+import numpy as np
 import pytest
 
 from tests.serve.browser import chromium
@@ -49,20 +52,37 @@ def _shown(page, cls: str) -> list[tuple[int, float]]:
     ]
 
 
+def _two_components(base: str) -> list[tuple[int, int]]:
+    """[(position, component), (position, component)]: two components of TEXT_MODULE with CI > 0
+    at the given positions (both at one position where one has two)."""
+    body = {"decomposition": "smol", "text": TEXT, "selection": {"dense": {}}}
+    answer = http(f"{base}/api/v1/ComputeImportances", "POST", body, token=TOKEN).json()
+    values = answer["importances"][0]["values"]
+    raw = base64.b64decode(values["data"])
+    ci = np.frombuffer(raw, dtype="<f4").reshape([int(s) for s in values["shape"]])
+    for pos, row in enumerate(ci):
+        if (row > 0).sum() >= 2:
+            return [(pos, int(c)) for c in np.argsort(-row, kind="stable")[:2]]
+    found = [(pos, int(row.argmax())) for pos, row in enumerate(ci) if row.max() > 0]
+    other = next(f for f in found if f[1] != found[0][1])
+    return [found[0], other]
+
+
 def test_ablating_two_chosen_components_shows_the_json_apis_next_tokens(tab, browser, explorer):
+    picks = _two_components(explorer)
+    chosen = sorted(c for _, c in picks)
     page = tab.page
     page.goto(f"{explorer}/d/smol/prompt")
     page.fill("#prompt-text", TEXT)
     page.click("#run")
     page.wait_for_selector("#tokens")
-    page.click("#tokens a[data-pos='2']")
-    page.wait_for_url("**pos=2**")
-    assert page.locator("#tokens a.chosen").get_attribute("data-pos") == "2"
-    boxes = page.locator("input[name=c]")
-    assert boxes.count() >= 2
-    chosen = sorted(int(boxes.nth(i).get_attribute("data-index")) for i in (0, 1))
-    boxes.nth(0).check()
-    boxes.nth(1).check()
+    for pos, component in picks:
+        if page.locator("#tokens a.chosen").get_attribute("data-pos") != str(pos):
+            page.click(f"#tokens a[data-pos='{pos}']")  # the link carries the ticked boxes
+            page.wait_for_url(f"**pos={pos}**")
+        assert page.locator("#tokens a.chosen").get_attribute("data-pos") == str(pos)
+        page.check(f"input[name=c][data-index='{component}']")
+    assert page.locator("input[name=c]:checked").count() == 2
     value = f"{TEXT_MODULE}:{chosen[0]},{chosen[1]}"
     command = page.locator("#export-command").text_content()
     assert command.startswith("spd export ") and f"--ablate {value} --out smol-edited" in command
@@ -84,7 +104,7 @@ def test_ablating_two_chosen_components_shows_the_json_apis_next_tokens(tab, bro
     texts = page.locator("#next-tokens .masked-token").all_text_contents()
     assert texts == [s.replace("\n", "⏎") for s in want["nextTokens"][0]["strings"]]
     assert page.locator("#changes").count() == 1  # against the CI answer shown before the press
-    assert page.locator("#tokens a.chosen").get_attribute("data-pos") == "2"
+    assert page.locator("#tokens a.chosen").get_attribute("data-pos") == str(picks[-1][0])
     again = _tab(browser, explorer)
     again.page.goto(copied)
     again.page.wait_for_selector("#tokens")
