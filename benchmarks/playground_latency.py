@@ -7,14 +7,14 @@ Chromium; and the playground's screenshots.
 
 Starts a local Ray and the `spd serve` application on 127.0.0.1 (one replica), or uses a running
 server (`--url`, without a token). Opens the playground on a prompt with one token chosen, ticks
-its two most important components of the first module, then presses *ablate* --presses times,
-ticking the third component in and out between presses so that each press asks for a new answer
-(and the page also shows the previous one): the time is from the click until the new page's
-answer is there (the navigation's load event and `#answer[data-mode=ablate]`), p50 and p99; and
-the server's part alone, one HTTP GET of the same URL. --screenshots writes the playground on the
-language model (after the presses) and, with --toy, on a toy (its first preset, ablating the two
-most important components of its first module). Client, proxy, replica and browser share this
-machine's CPUs.
+the first two listed components (the first module's most important), then presses *ablate*
+--presses times, ticking the third listed component in and out between presses so that each
+press asks for a new answer (and the page also shows the one before): the time is from the click
+until the new page's answer is there (the navigation's load event and `#answer[data-mode=ablate]`),
+p50 and p99; and the server's part alone, one HTTP GET of the same URL. --screenshots writes the
+playground on the language model (after the presses) and, with --toy, on a toy (its first preset,
+the first two listed components ablated). Client, proxy, replica and browser share this machine's
+CPUs.
 """
 
 from __future__ import annotations
@@ -45,20 +45,20 @@ def fetch(url: str) -> bytes:
         return response.read()
 
 
-def first_module_boxes(page) -> list:
-    """The checkboxes of the first module's listed components, most important first."""
-    return page.locator(".module-list").first.locator("input[name=c]").all()
+def listed_boxes(page) -> list:
+    """The checkboxes of the listed components: module by module, most important first."""
+    return page.locator(".module-list input[name=c]").all()
 
 
 def ablate_presses(page, url: str, presses: int) -> list[float]:
     """Seconds from each click on *ablate* to the answer on the new page."""
     page.goto(url, wait_until="load")
-    boxes = first_module_boxes(page)
+    boxes = listed_boxes(page)
     for box in boxes[:2]:
         box.check()
     times = []
     for i in range(presses + 2):  # the first two warm up
-        toggle = first_module_boxes(page)[2]
+        toggle = listed_boxes(page)[2]
         toggle.set_checked(i % 2 == 0)
         start = time.perf_counter()
         with page.expect_navigation(wait_until="load"):
@@ -72,7 +72,7 @@ def toy_screenshot(page, base: str, name: str, path: Path) -> None:
     page.goto(f"{base}/d/{name}/prompt", wait_until="load")
     page.locator("a.preset").first.click()
     page.wait_for_selector("#answer")
-    for box in first_module_boxes(page)[:2]:
+    for box in listed_boxes(page)[:2]:
         box.check()
     with page.expect_navigation(wait_until="load"):
         page.click("#ablate-button")

@@ -201,7 +201,7 @@ def test_bad_playground_parameters_say_what_was_wrong(pairs, says):
 
 
 def test_the_repeated_span_preset_ends_inside_its_second_copy():
-    from services.explorer.views.playground import repeated_span
+    from services.explorer.views.playground_inputs import repeated_span
 
     for seq_len, vocab in ((64, 64), (24, 16), (10, 5)):
         ids = repeated_span(seq_len, vocab)
@@ -236,7 +236,7 @@ def test_divergence_by_position_is_the_kl_at_each_position_by_hand():
 
 
 def test_changes_pair_each_token_before_and_after_a_press():
-    from services.explorer.views.playground import Answer, Prob, changes
+    from services.explorer.views.playground_answer import Answer, Prob, changes
 
     def answer(*probs):
         return Answer("", [[Prob(i, t, p) for i, t, p in probs]], [], [], [], [0.0], "kl")

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 import numpy as np
 import pytest
 
-from services.explorer.views.playground import repeated_span
+from services.explorer.views.playground_inputs import repeated_span
 from tests.serve.conftest import TOKEN
 from tests.serve.http_calls import http
 
