@@ -92,8 +92,6 @@ class Listed:
 @dataclass(frozen=True)
 class ModuleList:
     module: str
-    rank: int
-    """The module's place in the decomposition (orders the selection)."""
     important: int
     components: list[Listed]
 
@@ -207,14 +205,12 @@ async def playground(
         "kind": kind,
         "q": q,
         "selected_values": component_values(selected),
-        "was_values": component_values(q.was_selected),
         "module_ranks": {m: r for r, m in enumerate(modules)},
         "presets": presets(d, kind, q),
         "example_text": EXAMPLE_TEXT,
         "export": export_command(d.store_path, name, selected),
         "export_prefix": shlex.join(["spd", "export", d.store_path]),
         "export_suffix": shlex.join(["--out", f"{name}-edited"]),
-        "url": prompt_url(name, q),
         "vocab": vocab_of(d),
         "input_value": "",
         "tokens": [],
@@ -250,14 +246,13 @@ async def playground(
     rows, no_harvest = await _harvest_rows(state, name)
     lists = []
     shown: set[tuple[str, int]] = set()
-    for rank, (module, values) in enumerate(ci.items()):
+    for module, values in ci.items():
         row = values[pos]
         order = [int(i) for i in np.argsort(-row, kind="stable")[:LISTED_PER_MODULE] if row[i] > 0]
         shown.update((module, i) for i in order)
         lists.append(
             ModuleList(
                 module,
-                rank,
                 int((row > threshold).sum()),
                 [_listed(name, module, i, float(row[i]), threshold, selected, rows) for i in order],
             )
