@@ -143,3 +143,109 @@ def test_the_harvest_index_sorts_and_filters_as_the_reader_table_does(harvest_to
     assert list(freqs) == sorted(
         (r.firing_frequency for r in rows if r.module == "linear1"), reverse=True
     )
+
+
+def test_a_playground_url_round_trips_through_its_query_and_drops_defaults():
+    from urllib.parse import parse_qsl, urlsplit
+
+    from services.explorer.views.playground_query import parse_query, prompt_url
+
+    pairs = [
+        ("text", "a <b> & c"),
+        ("pos", "2"),
+        ("c", "m.b:3"),
+        ("c", "m.a:1,0"),
+        ("c", "m.a:1"),
+        ("mode", "ablate"),
+        ("delta", "1"),
+        ("k", "10"),
+        ("was_mode", "ci"),
+    ]
+    q = parse_query(pairs)
+    assert q.selected == {"m.b": (3,), "m.a": (0, 1)} and q.delta and q.k == 10
+    url = prompt_url("d", q)
+    back = parse_qsl(urlsplit(url).query)
+    assert ("k", "10") not in back  # a default is left out
+    assert back == [
+        ("text", "a <b> & c"),
+        ("pos", "2"),
+        ("c", "m.b:3"),
+        ("c", "m.a:0,1"),
+        ("mode", "ablate"),
+        ("delta", "1"),
+        ("was_mode", "ci"),
+    ]
+    assert parse_query(back) == q
+    assert prompt_url("d", parse_query([])) == "/d/d/prompt"
+
+
+@pytest.mark.parametrize(
+    ("pairs", "says"),
+    [
+        ([("text", " ")], "text is empty"),
+        ([("c", "m")], "MODULE:INDEX"),
+        ([("c", "m:-1")], "whole numbers"),
+        ([("mode", "ci"), ("mode", "keep")], "given 2 times"),
+        ([("x", "1,nan")], "not finite"),
+        ([("ids", "1,2.5")], "'2.5' is not a whole number"),
+        ([("delta", "yes")], "delta='yes'"),
+        ([("seed", "-1")], "seed=-1 is out of range"),
+    ],
+)
+def test_bad_playground_parameters_say_what_was_wrong(pairs, says):
+    from services.explorer.views.playground_query import parse_query
+
+    with pytest.raises(PageError) as info:
+        parse_query(pairs)
+    assert info.value.status == 400 and says in info.value.message
+
+
+def test_the_repeated_span_preset_ends_inside_its_second_copy():
+    from services.explorer.views.playground_inputs import repeated_span
+
+    for seq_len, vocab in ((64, 64), (24, 16), (10, 5)):
+        ids = repeated_span(seq_len, vocab)
+        assert len(ids) == seq_len and all(0 <= i < vocab for i in ids)
+        k = max(2, min(seq_len // 3, vocab // 2))
+        span = ids[2 : 2 + k]
+        assert len(set(span)) == k
+        assert ids[seq_len - k + 1 :] == span[:-1]  # the next token should be span[-1]
+        assert not set(span) & set(ids[:2] + ids[2 + k : seq_len - k + 1])
+
+
+def test_the_export_command_quotes_what_a_shell_would_split():
+    from services.explorer.views.playground import export_command
+
+    command = export_command("/runs/my store.zarr", "d", {"h.0.mlp": (1, 4), "h.1.mlp": (0,)})
+    assert command == (
+        "spd export '/runs/my store.zarr' --ablate h.0.mlp:1,4 --ablate h.1.mlp:0 --out d-edited"
+    )
+
+
+def test_divergence_by_position_is_the_kl_at_each_position_by_hand():
+    import numpy as np
+
+    from services.explorer.position_divergence import by_position
+
+    target = np.log(np.array([[[0.5, 0.5], [0.9, 0.1]]], dtype=np.float32))  # (1, 2 positions, 2)
+    masked = np.log(np.array([[[[0.5, 0.5], [0.5, 0.5]]]], dtype=np.float32))  # (S=1, 1, 2, 2)
+    kl = by_position(masked, target, "kl")
+    hand = 0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5)
+    assert kl.shape == (1, 2)
+    assert kl[0].tolist() == pytest.approx([0.0, hand], abs=1e-6)
+
+
+def test_changes_pair_each_token_before_and_after_a_press():
+    from services.explorer.views.playground_answer import Answer, Prob, changes
+
+    def answer(*probs):
+        return Answer("", [[Prob(i, t, p) for i, t, p in probs]], [], [], [], [0.0], "kl")
+
+    before = answer((1, "a", 0.5), (2, "b", 0.3))
+    after = answer((2, "b", 0.6), (3, "c", 0.2))
+    rows = [(c.text, c.before, c.after, c.difference) for c in changes(before, after, [])]
+    assert rows == [
+        ("b", 0.3, 0.6, pytest.approx(0.3)),
+        ("c", None, 0.2, None),
+        ("a", 0.5, None, None),
+    ]

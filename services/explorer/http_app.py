@@ -31,6 +31,7 @@ from services.explorer.views.components import components
 from services.explorer.views.decomposition import decomposition
 from services.explorer.views.graph import graph
 from services.explorer.views.home import home
+from services.explorer.views.playground import playground
 from services.serving import health
 from services.serving.errors import RequestError
 
@@ -238,5 +239,12 @@ def build_http_app() -> FastAPI:
         """The attribution graph: the view checks the query; the page's script streams it."""
         query = dict(request.query_params)
         return await page(request, "graph.html", graph, _rpc(_server()), name, query)
+
+    @app.get("/d/{name}/prompt")
+    async def playground_page(name: str, request: Request) -> Response:
+        server = _server()
+        pairs = request.query_params.multi_items()
+        view_args = (_rpc(server), state(server), name, pairs)
+        return await page(request, "playground.html", playground, *view_args)
 
     return app

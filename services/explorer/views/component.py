@@ -17,6 +17,7 @@ from services.explorer.rpc import Rpc, RpcRefused
 from services.explorer.state import ExplorerState
 from services.explorer.svg_plots import bar_chart
 from services.explorer.views import params
+from services.explorer.views.playground_query import PromptQuery, prompt_url
 from services.serving.errors import RequestError
 from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
 from spd_client.generated.spd.v1 import harvest_pb2 as hpb
@@ -155,6 +156,7 @@ async def component(
     modules = {m.name: m for m in d.modules}
     params.module(module, list(modules), name)
     index = params.component_index(raw, modules[module].c, module)
+    probe = params.text(query, "probe") or ""
     summary, no_harvest = await _summary(rpc, name, module, index)
     factors = await rpc.call(
         "GetComponents",
@@ -171,7 +173,14 @@ async def component(
         "text": d.text_model,
         "u_norm": float(np.linalg.norm(u)),
         "v_norm": float(np.linalg.norm(v)),
-        "probe": params.text(query, "probe") or "",
+        "probe": probe,
+        "playground_url": prompt_url(
+            name,
+            PromptQuery(
+                text=probe if d.text_model and probe.strip() else None,
+                selected={module: (index,)},
+            ),
+        ),
         "examples": [],
         "histogram": None,
         "u_plot": None,
