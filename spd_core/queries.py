@@ -10,7 +10,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from spd_core.losses.divergence import OutputLossType, per_example_divergence
+from spd_core.losses.divergence import (
+    OutputLossType,
+    per_example_divergence,
+    per_position_divergence,
+)
 from spd_core.model.component_model import ComponentModel
 from spd_core.model.masks import ModuleMask, stochastic_masks
 
@@ -70,11 +74,14 @@ class MaskSpec:
 
 @dataclass
 class AblationResult:
-    """outputs (S, N, …), target (N, …) and divergence (S, N) of each output from the target."""
+    """outputs (S, N, …), target (N, …) and divergence (S, N) of each output from the target;
+    for token-sequence inputs (N, positions) also the divergence at each position
+    (S, N, positions), whose mean over positions is `divergence`."""
 
     outputs: Tensor
     target: Tensor
     divergence: Tensor
+    position_divergence: Tensor | None = None
 
 
 def explicit_mask(C: int, listed: Sequence[int], keep: bool, device: torch.device) -> Tensor:
@@ -118,11 +125,15 @@ def ablated_outputs(
     model: ComponentModel, x: Tensor, spec: MaskSpec, loss_type: OutputLossType
 ) -> AblationResult:
     """The model's outputs on `x` under the masks of `spec`, the target's output, and the
-    per-example divergence (mse or kl) of each masked output from the target's."""
+    per-example divergence (mse or kl) of each masked output from the target's; at each
+    position too when `x` is token sequences (N, positions)."""
     acts = model.prepare(x)
     lower = model.causal_importances(acts).lower
     outputs = [model.masked_forward(acts, masks) for masks in _mask_sets(model, x, lower, spec)]
     target = acts.clean.output
     stacked = torch.stack([o.float() for o in outputs])
     divergence = torch.stack([per_example_divergence(o, target, loss_type) for o in outputs])
-    return AblationResult(stacked, target.float(), divergence)
+    by_position = None
+    if x.dim() == 2 and not x.is_floating_point():
+        by_position = torch.stack([per_position_divergence(o, target, loss_type) for o in outputs])
+    return AblationResult(stacked, target.float(), divergence, by_position)

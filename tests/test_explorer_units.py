@@ -222,19 +222,6 @@ def test_the_export_command_quotes_what_a_shell_would_split():
     )
 
 
-def test_divergence_by_position_is_the_kl_at_each_position_by_hand():
-    import numpy as np
-
-    from services.explorer.position_divergence import by_position
-
-    target = np.log(np.array([[[0.5, 0.5], [0.9, 0.1]]], dtype=np.float32))  # (1, 2 positions, 2)
-    masked = np.log(np.array([[[[0.5, 0.5], [0.5, 0.5]]]], dtype=np.float32))  # (S=1, 1, 2, 2)
-    kl = by_position(masked, target, "kl")
-    hand = 0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5)
-    assert kl.shape == (1, 2)
-    assert kl[0].tolist() == pytest.approx([0.0, hand], abs=1e-6)
-
-
 def test_changes_pair_each_token_before_and_after_a_press():
     from services.explorer.views.playground_answer import Answer, Prob, changes
 

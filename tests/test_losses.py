@@ -7,7 +7,11 @@ import torch
 
 from spd_core.config import ModulePattern, config_from_dict
 from spd_core.losses import LossContext, compute_losses, faithfulness_loss
-from spd_core.losses.divergence import divergence_sum
+from spd_core.losses.divergence import (
+    divergence_sum,
+    per_example_divergence,
+    per_position_divergence,
+)
 from spd_core.losses.importance_minimality import current_p, importance_minimality_loss
 from spd_core.losses.reconstruction import stochastic_recon
 from spd_core.model.component_model import ComponentModel
@@ -82,6 +86,22 @@ def test_kl_sums_vocab_and_averages_positions():
     kl0 = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
     assert n == 2
     assert s.item() == pytest.approx(kl0, rel=1e-5)
+
+
+def test_divergence_at_each_position_by_hand_and_its_mean_is_the_examples():
+    target = torch.log(torch.tensor([[[0.5, 0.5], [0.9, 0.1]]]))  # (1, 2 positions, vocab 2)
+    pred = torch.log(torch.tensor([[[0.5, 0.5], [0.5, 0.5]]]))
+    kl = per_position_divergence(pred, target, "kl")
+    hand = 0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5)
+    assert kl.shape == (1, 2)
+    assert kl[0].tolist() == pytest.approx([0.0, hand], abs=1e-6)
+    hidden_t = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [0.0, 0.0]]])  # (1, 3 positions, 2)
+    hidden_p = torch.tensor([[[1.0, 0.0], [3.0, 4.0], [1.0, 1.0]]])
+    mse = per_position_divergence(hidden_p, hidden_t, "mse")
+    assert mse[0].tolist() == pytest.approx([2.0, 0.0, 1.0])
+    for p, t, loss in ((pred, target, "kl"), (hidden_p, hidden_t, "mse")):
+        mean = per_position_divergence(p, t, loss).mean(-1)
+        assert mean.tolist() == pytest.approx(per_example_divergence(p, t, loss).tolist())
 
 
 def _cfg_dict(losses, **extra):

@@ -66,13 +66,15 @@ NextTokens = list[tuple[int, str, float]]
 
 @dataclass
 class TextAblation:
-    """Ablate on one sequence: divergence (S, 1); for causal LMs the next tokens at the last
-    position under each of the S masks and the target's; for encoders the outputs instead."""
+    """Ablate on one sequence: divergence (S, 1), and at each token (S, 1, tokens); for causal
+    LMs the next tokens at the last position under each of the S masks and the target's; for
+    encoders the outputs instead."""
 
     ids: list[int]
     tokens: list[str]
     divergence: np.ndarray
     divergence_type: str
+    position_divergence: np.ndarray
     next_tokens: list[NextTokens]
     target_next_tokens: NextTokens
     outputs: np.ndarray | None
@@ -232,6 +234,7 @@ def decode_text_ablation(response: pb.AblateResponse) -> TextAblation:
         tokens=list(response.tokens.strings),
         divergence=from_proto(response.divergence),
         divergence_type={v: k for k, v in DIVERGENCES.items() if k}[response.divergence_type],
+        position_divergence=from_proto(response.position_divergence),
         next_tokens=[_next(e) for e in response.next_tokens],
         target_next_tokens=_next(response.target_next_tokens),
         outputs=from_proto(response.outputs) if response.HasField("outputs") else None,

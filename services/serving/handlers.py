@@ -218,6 +218,8 @@ class QueryHandlers:
         )
         if tokens is not None:
             response.tokens.CopyFrom(tokens)
+        if result.position_divergence is not None:
+            response.position_divergence.CopyFrom(to_proto(result.position_divergence.numpy()))
         if causal:
             _add_next_tokens(response, result, loaded.tokenizer, k)
         else:

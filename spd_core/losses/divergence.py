@@ -19,6 +19,17 @@ def divergence_sum(pred: Tensor, target: Tensor, loss_type: OutputLossType) -> t
     return kl, pred.numel() // pred.shape[-1]
 
 
+def per_position_divergence(pred: Tensor, target: Tensor, loss_type: OutputLossType) -> Tensor:
+    """(N, positions): the divergence at each position of sequence outputs (N, positions, ...)
+    (mse: mean over the remaining elements); its mean over positions is
+    `per_example_divergence`."""
+    if loss_type == "mse":
+        return ((pred.float() - target.float()) ** 2).flatten(2).mean(-1)
+    log_q = F.log_softmax(pred.float(), dim=-1)
+    log_p = F.log_softmax(target.float(), dim=-1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1).flatten(1)
+
+
 def per_example_divergence(pred: Tensor, target: Tensor, loss_type: OutputLossType) -> Tensor:
     """Divergence per leading index (mean over the remaining elements / positions)."""
     if loss_type == "mse":

@@ -152,6 +152,11 @@ def test_ablate_text_gives_next_tokens_equal_in_process(text_client, dec, mode, 
     for got, want in zip(served.next_tokens, samples, strict=True):
         _assert_same_tokens(got, want)
     np.testing.assert_allclose(served.divergence, result.divergence.numpy(), atol=1e-6, rtol=0)
+    assert served.position_divergence.shape == (len(samples), 1, len(served.ids))
+    np.testing.assert_allclose(
+        served.position_divergence, result.position_divergence.numpy(), atol=1e-6, rtol=0
+    )
+    np.testing.assert_allclose(served.position_divergence.mean(-1), served.divergence, atol=1e-6)
 
 
 def _status(call) -> tuple[grpc.StatusCode, str]:

@@ -19,10 +19,6 @@ import numpy as np
 
 from services.explorer.harvest_index import Row
 from services.explorer.page_errors import bad_parameter
-from services.explorer.position_divergence import (
-    by_position,
-    causal_lm_by_position,
-)
 from services.explorer.rpc import Rpc
 from services.explorer.state import ExplorerState
 from services.explorer.svg_plots import bar_chart
@@ -265,18 +261,17 @@ async def playground(
     ]
     current = ablate_request(name, kind, q, fed, q.mode, selected)
     response = await rpc.call("Ablate", current)
-    answer, outputs, target = answer_of(response, kind, q.k, describe(q.mode, selected, q))
-    if outputs is not None and target is not None and kind != "vector":
-        per_position = by_position(outputs, target, answer.divergence_type)  # type: ignore[arg-type]
-    elif kind == "text" and d.causal_lm:
-        per_position = causal_lm_by_position(rpc.server.handlers, current)
-    else:
-        per_position = None
+    answer = answer_of(response, kind, q.k, describe(q.mode, selected, q))
+    per_position = (  # (samples, positions)
+        from_proto(response.position_divergence)[:, 0]
+        if response.HasField("position_divergence")
+        else None
+    )
     previous = None
     if q.was_mode is not None and (q.was_mode, q.was_selected) != (q.mode, selected):
         was_request = ablate_request(name, kind, q, fed, q.was_mode, q.was_selected)
         was_response = await rpc.call("Ablate", was_request)
-        previous = answer_of(was_response, kind, q.k, describe(q.was_mode, q.was_selected, q))[0]
+        previous = answer_of(was_response, kind, q.k, describe(q.was_mode, q.was_selected, q))
     output_labels = [f"output {i}" for i in range(len(answer.target_output))]
     divergence_rows = []
     plot = None

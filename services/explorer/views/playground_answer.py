@@ -8,10 +8,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from services.explorer.position_divergence import DIVERGENCE_NAMES
 from services.explorer.views.playground_inputs import IdsAsText
 from services.explorer.views.playground_query import (
     SELECTION_MODES,
@@ -23,6 +21,7 @@ from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
 from spd_client.tensor_codec import from_proto, to_proto
 from spd_core.text.tokens import top_next_tokens
 
+DIVERGENCE_NAMES = {pb.DIVERGENCE_MSE: "mse", pb.DIVERGENCE_KL: "kl"}
 MASK_MODES = {
     "keep": pb.MASK_MODE_KEEP,
     "ablate": pb.MASK_MODE_ABLATE,
@@ -112,11 +111,8 @@ def _probs(top: Iterable[tuple[int, str, float]]) -> list[Prob]:
     return [Prob(int(i), t.replace("\n", "⏎"), float(p)) for i, t, p in top]
 
 
-def answer_of(
-    response: pb.AblateResponse, kind: str, k: int, description: str
-) -> tuple[Answer, np.ndarray | None, np.ndarray | None]:
-    """The Answer of an AblateResponse, with its outputs and target output as arrays (None for
-    a causal LM, whose response carries next tokens only)."""
+def answer_of(response: pb.AblateResponse, kind: str, k: int, description: str) -> Answer:
+    """The Answer of an AblateResponse."""
     divergence = from_proto(response.divergence)[:, 0].tolist()
     kind_name = DIVERGENCE_NAMES.get(response.divergence_type, "divergence")
     if response.HasField("outputs"):
@@ -129,7 +125,7 @@ def answer_of(
         ]
         t = response.target_next_tokens
         target_probs = _probs(zip(t.ids, t.strings, t.probs, strict=True))
-        return Answer(description, samples, target_probs, [], [], divergence, kind_name), None, None
+        return Answer(description, samples, target_probs, [], [], divergence, kind_name)
     assert outputs is not None and target is not None
     if kind == "ids":  # next-token logits (S, 1, seq, vocab): the last position's top tokens
         decoder = IdsAsText()
@@ -150,7 +146,7 @@ def answer_of(
         )
     else:  # an encoder: hidden states, no next tokens
         answer = Answer(description, [], [], [], [], divergence, kind_name)
-    return answer, outputs, target
+    return answer
 
 
 def changes(before: Answer, after: Answer, labels: Sequence[str]) -> list[Change]:

@@ -274,7 +274,7 @@ class NextTokens(_message.Message):
     def __init__(self, ids: _Optional[_Iterable[int]] = ..., strings: _Optional[_Iterable[str]] = ..., probs: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class AblateResponse(_message.Message):
-    __slots__ = ("outputs", "target_output", "divergence", "divergence_type", "tokens", "next_tokens", "target_next_tokens")
+    __slots__ = ("outputs", "target_output", "divergence", "divergence_type", "tokens", "next_tokens", "target_next_tokens", "position_divergence")
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     TARGET_OUTPUT_FIELD_NUMBER: _ClassVar[int]
     DIVERGENCE_FIELD_NUMBER: _ClassVar[int]
@@ -282,6 +282,7 @@ class AblateResponse(_message.Message):
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     NEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TARGET_NEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    POSITION_DIVERGENCE_FIELD_NUMBER: _ClassVar[int]
     outputs: _tensor_pb2.Tensor
     target_output: _tensor_pb2.Tensor
     divergence: _tensor_pb2.Tensor
@@ -289,7 +290,8 @@ class AblateResponse(_message.Message):
     tokens: Tokens
     next_tokens: _containers.RepeatedCompositeFieldContainer[NextTokens]
     target_next_tokens: NextTokens
-    def __init__(self, outputs: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., target_output: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., divergence: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., divergence_type: _Optional[_Union[Divergence, str]] = ..., tokens: _Optional[_Union[Tokens, _Mapping]] = ..., next_tokens: _Optional[_Iterable[_Union[NextTokens, _Mapping]]] = ..., target_next_tokens: _Optional[_Union[NextTokens, _Mapping]] = ...) -> None: ...
+    position_divergence: _tensor_pb2.Tensor
+    def __init__(self, outputs: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., target_output: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., divergence: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ..., divergence_type: _Optional[_Union[Divergence, str]] = ..., tokens: _Optional[_Union[Tokens, _Mapping]] = ..., next_tokens: _Optional[_Iterable[_Union[NextTokens, _Mapping]]] = ..., target_next_tokens: _Optional[_Union[NextTokens, _Mapping]] = ..., position_divergence: _Optional[_Union[_tensor_pb2.Tensor, _Mapping]] = ...) -> None: ...
 
 class GetComponentsRequest(_message.Message):
     __slots__ = ("decomposition", "module", "components")
