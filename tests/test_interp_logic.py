@@ -93,6 +93,9 @@ def test_parse_selection():
     assert parse_selection("None of them.", 6) == frozenset()
     assert parse_selection("I cannot tell.", 6) is None
     assert parse_selection("9", 6) is None
+    assert parse_selection("2. 5", 6) == frozenset({1, 4})
+    # SmolLM2-135M's answer to the scorer's prompt: the snippets again, numbered, not a choice
+    assert parse_selection("1. The cat sat in the window\n2. She went to school\n", 6) is None
 
 
 def test_balanced_accuracy_by_hand():

@@ -13,6 +13,8 @@ MAX_EXPLANATION_CHARS = 500
 _FIELD = re.compile(r"^[\s*#>_-]*(label|explanation)[\s*_]*[:：][\s*_]*(.*)$", re.IGNORECASE)
 _NUMBER = re.compile(r"\b\d+\b")
 _NONE = re.compile(r"\bnone\b", re.IGNORECASE)
+# "1. The cat sat …": a numbered line of text restates the snippets, it does not choose among them
+_RESTATED = re.compile(r"^\s*\d+\s*[.)]\s+[^\d\s,]", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,10 @@ def parse_label(answer: str) -> ParsedLabel | None:
 
 def parse_selection(answer: str, n: int) -> frozenset[int] | None:
     """The snippet numbers (1..n) the scorer named, 0-based; an empty set for "none"; None when
-    the answer names no snippet in range and does not say none."""
+    the answer names no snippet in range and does not say none, or restates the snippets as a
+    numbered list (a small model's habit: its numbers are the list's, not a choice)."""
+    if _RESTATED.search(answer):
+        return None
     numbers = {int(m) for m in _NUMBER.findall(answer)}
     chosen = frozenset(k - 1 for k in numbers if 1 <= k <= n)
     if chosen:
