@@ -80,6 +80,8 @@ def test_parse_label_reads_label_and_explanation(answer, label, explanation):
         "",
         "   \n  ",
         "This component seems to respond to a very wide variety of different tokens in many contexts",
+        # SmolLM2-135M restating the prompt: 10 words, no `Label:`
+        "The neural network is active on 19.53% of all tokens.\n\nThe active token is named",
         "Label: " + "x" * 81,
     ],
 )

@@ -9,6 +9,10 @@ from dataclasses import dataclass
 
 MAX_LABEL_CHARS = 80
 MAX_LABEL_WORDS = 12
+# a first line taken as the label without `Label:` keeps to the prompt's "at most 8 words": a
+# longer one is a sentence restating the prompt ("The neural network is active on 19.53% of all
+# tokens", SmolLM2-135M's habit), not a label
+MAX_UNMARKED_LABEL_WORDS = 8
 MAX_EXPLANATION_CHARS = 500
 _FIELD = re.compile(r"^[\s*#>_-]*(label|explanation)[\s*_]*[:：][\s*_]*(.*)$", re.IGNORECASE)
 _NUMBER = re.compile(r"\b\d+\b")
@@ -40,8 +44,9 @@ def _usable(label: str) -> bool:
 
 def parse_label(answer: str) -> ParsedLabel | None:
     """`Label: …` and `Explanation: …` lines (any case, markdown around them allowed); without a
-    `Label:` line, a short first line is the label and the rest the explanation. None when
-    there is no label, or it is longer than MAX_LABEL_WORDS words / MAX_LABEL_CHARS characters."""
+    `Label:` line, a first line of at most MAX_UNMARKED_LABEL_WORDS words is the label and the
+    rest the explanation. None when there is no label, or it is longer than MAX_LABEL_WORDS words
+    / MAX_LABEL_CHARS characters."""
     lines = [line.strip() for line in answer.strip().splitlines() if line.strip()]
     fields: dict[str, str] = {}
     rest: list[str] = []
@@ -54,7 +59,7 @@ def parse_label(answer: str) -> ParsedLabel | None:
     if "label" in fields:
         label = fields["label"]
         explanation = fields.get("explanation") or " ".join(rest)
-    elif lines:
+    elif lines and len(lines[0].split()) <= MAX_UNMARKED_LABEL_WORDS:
         label, explanation = _clean(lines[0]), fields.get("explanation") or " ".join(lines[1:])
     else:
         return None
