@@ -83,6 +83,8 @@ def test_parse_label_reads_label_and_explanation(answer, label, explanation):
         # SmolLM2-135M restating the prompt: 10 words, no `Label:`
         "The neural network is active on 19.53% of all tokens.\n\nThe active token is named",
         "Label: " + "x" * 81,
+        # SmolLM2-135M copying one of the examples (tiny-llama-2l, model.layers.0.mlp.up_proj:112)
+        "The LUME I⏎⏎CHAPTER I⏎⏎E[[m]]ma Woodhouse, hands\n\nThe LUME I⏎⏎CHAPTER",
     ],
 )
 def test_parse_label_refuses_malformed_answers(answer):

@@ -39,14 +39,19 @@ def _clean(text: str) -> str:
 
 
 def _usable(label: str) -> bool:
-    return 0 < len(label) <= MAX_LABEL_CHARS and len(label.split()) <= MAX_LABEL_WORDS
+    """Short enough, and not a copied example (those hold the firing-token marker `[[`)."""
+    return (
+        0 < len(label) <= MAX_LABEL_CHARS
+        and len(label.split()) <= MAX_LABEL_WORDS
+        and "[[" not in label
+    )
 
 
 def parse_label(answer: str) -> ParsedLabel | None:
     """`Label: …` and `Explanation: …` lines (any case, markdown around them allowed); without a
     `Label:` line, a first line of at most MAX_UNMARKED_LABEL_WORDS words is the label and the
-    rest the explanation. None when there is no label, or it is longer than MAX_LABEL_WORDS words
-    / MAX_LABEL_CHARS characters."""
+    rest the explanation. None when there is no label, it is longer than MAX_LABEL_WORDS words
+    / MAX_LABEL_CHARS characters, or it holds a marked token (an example copied)."""
     lines = [line.strip() for line in answer.strip().splitlines() if line.strip()]
     fields: dict[str, str] = {}
     rest: list[str] = []
