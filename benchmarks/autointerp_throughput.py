@@ -1,6 +1,7 @@
 """Labelling throughput of `spd autointerp`: labels per minute and tokens per label at each
 --concurrency, on fresh copies of one harvested store, against a given OpenAI-compatible server
-or (default) `transformers serve` started here with the packaged SmolLM2-135M-Instruct.
+or (default) `transformers serve` started here with the packaged SmolLM2-135M-Instruct (with
+--continuous-batching, one that batches concurrent requests).
 
     python benchmarks/autointerp_throughput.py STORE --limit 8 --concurrency 1 4
 """
@@ -24,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.jsonl import emit
 
 
-def _local_server() -> tuple[subprocess.Popen, str, str]:
+def _local_server(continuous_batching: bool) -> tuple[subprocess.Popen, str, str]:
     from spd_core.hf.pretrained_folder import pretrained_folder
 
     folder = pretrained_folder("smollm2-135m")
@@ -33,6 +34,8 @@ def _local_server() -> tuple[subprocess.Popen, str, str]:
         port = s.getsockname()[1]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = ["transformers", "serve", str(folder), "--host", "127.0.0.1", "--port", str(port)]
+    if continuous_batching:
+        command += ["--continuous-batching"]
     proc = subprocess.Popen(
         [*command, "--device", "cpu"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -55,11 +58,18 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=8, help="components per run (default 8)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--max-tokens", type=int, default=60, help="explainer answer limit")
+    parser.add_argument(
+        "--continuous-batching",
+        action="store_true",
+        help="start the local server with continuous batching (it then generates concurrent "
+        "requests together instead of one at a time; on a CPU its KV cache takes 60%% of the "
+        "free RAM, see docs/autointerp.md)",
+    )
     args = parser.parse_args()
     server = None
     endpoint, model = args.endpoint, args.model
     if endpoint is None:
-        server, endpoint, model = _local_server()
+        server, endpoint, model = _local_server(args.continuous_batching)
     try:
         for k in args.concurrency:
             with tempfile.TemporaryDirectory() as tmp:

@@ -80,7 +80,11 @@ def test_parse_label_reads_label_and_explanation(answer, label, explanation):
         "",
         "   \n  ",
         "This component seems to respond to a very wide variety of different tokens in many contexts",
+        # SmolLM2-135M restating the prompt: 10 words, no `Label:`
+        "The neural network is active on 19.53% of all tokens.\n\nThe active token is named",
         "Label: " + "x" * 81,
+        # SmolLM2-135M copying one of the examples (tiny-llama-2l, model.layers.0.mlp.up_proj:112)
+        "The LUME I⏎⏎CHAPTER I⏎⏎E[[m]]ma Woodhouse, hands\n\nThe LUME I⏎⏎CHAPTER",
     ],
 )
 def test_parse_label_refuses_malformed_answers(answer):
@@ -93,6 +97,9 @@ def test_parse_selection():
     assert parse_selection("None of them.", 6) == frozenset()
     assert parse_selection("I cannot tell.", 6) is None
     assert parse_selection("9", 6) is None
+    assert parse_selection("2. 5", 6) == frozenset({1, 4})
+    # SmolLM2-135M's answer to the scorer's prompt: the snippets again, numbered, not a choice
+    assert parse_selection("1. The cat sat in the window\n2. She went to school\n", 6) is None
 
 
 def test_balanced_accuracy_by_hand():

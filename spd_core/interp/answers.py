@@ -9,10 +9,16 @@ from dataclasses import dataclass
 
 MAX_LABEL_CHARS = 80
 MAX_LABEL_WORDS = 12
+# a first line taken as the label without `Label:` keeps to the prompt's "at most 8 words": a
+# longer one is a sentence restating the prompt ("The neural network is active on 19.53% of all
+# tokens", SmolLM2-135M's habit), not a label
+MAX_UNMARKED_LABEL_WORDS = 8
 MAX_EXPLANATION_CHARS = 500
 _FIELD = re.compile(r"^[\s*#>_-]*(label|explanation)[\s*_]*[:：][\s*_]*(.*)$", re.IGNORECASE)
 _NUMBER = re.compile(r"\b\d+\b")
 _NONE = re.compile(r"\bnone\b", re.IGNORECASE)
+# "1. The cat sat …": a numbered line of text restates the snippets, it does not choose among them
+_RESTATED = re.compile(r"^\s*\d+\s*[.)]\s+[^\d\s,]", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -33,13 +39,19 @@ def _clean(text: str) -> str:
 
 
 def _usable(label: str) -> bool:
-    return 0 < len(label) <= MAX_LABEL_CHARS and len(label.split()) <= MAX_LABEL_WORDS
+    """Short enough, and not a copied example (those hold the firing-token marker `[[`)."""
+    return (
+        0 < len(label) <= MAX_LABEL_CHARS
+        and len(label.split()) <= MAX_LABEL_WORDS
+        and "[[" not in label
+    )
 
 
 def parse_label(answer: str) -> ParsedLabel | None:
     """`Label: …` and `Explanation: …` lines (any case, markdown around them allowed); without a
-    `Label:` line, a short first line is the label and the rest the explanation. None when
-    there is no label, or it is longer than MAX_LABEL_WORDS words / MAX_LABEL_CHARS characters."""
+    `Label:` line, a first line of at most MAX_UNMARKED_LABEL_WORDS words is the label and the
+    rest the explanation. None when there is no label, it is longer than MAX_LABEL_WORDS words
+    / MAX_LABEL_CHARS characters, or it holds a marked token (an example copied)."""
     lines = [line.strip() for line in answer.strip().splitlines() if line.strip()]
     fields: dict[str, str] = {}
     rest: list[str] = []
@@ -52,7 +64,7 @@ def parse_label(answer: str) -> ParsedLabel | None:
     if "label" in fields:
         label = fields["label"]
         explanation = fields.get("explanation") or " ".join(rest)
-    elif lines:
+    elif lines and len(lines[0].split()) <= MAX_UNMARKED_LABEL_WORDS:
         label, explanation = _clean(lines[0]), fields.get("explanation") or " ".join(lines[1:])
     else:
         return None
@@ -63,7 +75,10 @@ def parse_label(answer: str) -> ParsedLabel | None:
 
 def parse_selection(answer: str, n: int) -> frozenset[int] | None:
     """The snippet numbers (1..n) the scorer named, 0-based; an empty set for "none"; None when
-    the answer names no snippet in range and does not say none."""
+    the answer names no snippet in range and does not say none, or restates the snippets as a
+    numbered list (a small model's habit: its numbers are the list's, not a choice)."""
+    if _RESTATED.search(answer):
+        return None
     numbers = {int(m) for m in _NUMBER.findall(answer)}
     chosen = frozenset(k - 1 for k in numbers if 1 <= k <= n)
     if chosen:
