@@ -158,6 +158,25 @@ def chat_server():
     proc.wait(timeout=30)
 
 
+def _stderr_says(process, text: str, timeout: float) -> bool:
+    """Whether `process` writes `text` to its stderr (a pipe) within `timeout` seconds (what it
+    writes until then is read here, raw, and dropped)."""
+    import selectors
+    import time
+
+    seen, deadline = b"", time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stderr, selectors.EVENT_READ)
+        while text.encode() not in seen and (left := deadline - time.monotonic()) > 0:
+            if not selector.select(left):
+                break
+            chunk = os.read(process.stderr.fileno(), 65536)
+            if not chunk:  # the process closed its stderr
+                break
+            seen += chunk
+    return text.encode() in seen
+
+
 @pytest.fixture(scope="session")
 def labelled_text_store(harvested_text_store, chat_server, tmp_path_factory):
     """A copy of the harvested SmolLM2 store labelled through the real chat server, by a run
@@ -169,6 +188,8 @@ def labelled_text_store(harvested_text_store, chat_server, tmp_path_factory):
     import subprocess
     import sys
     import time
+
+    from services.commands.autointerp import INTERRUPTED
 
     path = tmp_path_factory.mktemp("labelled") / "smol.zarr"
     shutil.copytree(harvested_text_store[0], path)
@@ -182,15 +203,17 @@ def labelled_text_store(harvested_text_store, chat_server, tmp_path_factory):
         assert stopped.poll() is None, stopped.communicate()
         time.sleep(0.02)
     # hold the server so that the second component cannot finish first (on a fast machine it
-    # did: the run ended 0 before the interrupt), then interrupt the run mid-request
+    # did: the run ended 0 before the interrupt), interrupt the run mid-request, and let the
+    # server go once the run says it heard the interrupt (on a loaded machine a fixed second
+    # was not always enough: the run finished the held request and ended 0)
     server.send_signal(signal.SIGSTOP)
     try:
         stopped.send_signal(signal.SIGINT)
-        time.sleep(1)  # the interrupt is delivered while the request waits on the held server
+        heard = _stderr_says(stopped, INTERRUPTED, timeout=120)
     finally:
         server.send_signal(signal.SIGCONT)
     _, err = stopped.communicate(timeout=120)
-    assert stopped.returncode == 130, err
+    assert heard and stopped.returncode == 130, err
     records = [json.loads(line) for line in checkpoint.read_text().splitlines()]
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=1800)
     assert resumed.returncode == 0, resumed.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import time
 
@@ -114,7 +115,25 @@ def _api_key(var: str | None) -> str | None:
     return value
 
 
+INTERRUPTED = "spd autointerp: interrupted; stopping (the request in flight is dropped)"
+
+
+def _stop_on_interrupt() -> None:
+    """The first Ctrl-C (SIGINT) cancels the run at once and says so on stderr, even while a
+    request waits on a slow server; a second one is a plain KeyboardInterrupt."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None
+
+    def interrupted() -> None:
+        print(INTERRUPTED, file=sys.stderr, flush=True)
+        loop.remove_signal_handler(signal.SIGINT)
+        task.cancel()
+
+    loop.add_signal_handler(signal.SIGINT, interrupted)
+
+
 async def _run(args: argparse.Namespace) -> int:
+    _stop_on_interrupt()
     if args.concurrency < 1:
         return _fail(f"--concurrency must be >= 1, got {args.concurrency}")
     started = time.monotonic()
@@ -211,7 +230,7 @@ async def _run(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_run(args))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print(
             "spd autointerp: stopped; the components labelled so far are kept: continue with "
             f"`spd autointerp {args.store} --resume` and the same options",
