@@ -108,11 +108,11 @@ def explorer(server, stores, harvested_toy, harvested_text_store, http_port) -> 
         "replica_cpus": 0.5,
         "limits": {"max_inputs": 16},
     }
-    yield _run_http_app(args, EXPLORER_APP, http_port)
+    yield run_http_app(args, EXPLORER_APP, http_port)
     serve.delete(EXPLORER_APP)
 
 
-def _run_http_app(args: dict, name: str, http_port: int) -> str:
+def run_http_app(args: dict, name: str, http_port: int) -> str:
     """Run the spd application for `args` as `name` under /`name`; its base URL once it answers."""
     import time
     import urllib.request
@@ -167,5 +167,5 @@ def graph_explorer(server, stores, wide_toy, harvested_text_store, http_port) ->
         "token": TOKEN,
         "replica_cpus": 0.5,
     }
-    yield _run_http_app(args, GRAPH_APP, http_port)
+    yield run_http_app(args, GRAPH_APP, http_port)
     serve.delete(GRAPH_APP)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from services.explorer.views.playground_inputs import repeated_span
-from tests.serve.conftest import TOKEN
+from tests.serve.conftest import TOKEN, run_http_app
 from tests.serve.http_calls import http
 
 pytestmark = pytest.mark.ray
@@ -254,13 +254,9 @@ INDUCTION_APP = "playground-induction"
 def induction(ray_session, http_port, tmp_path_factory) -> str:
     """Base URL of an application serving a tiny induction decomposition (a toy over token ids:
     24 ids in [0, 16)), 3 steps, no harvest."""
-    import time
-    import urllib.request
-
     import torch
     from ray import serve
 
-    from services.serving.app import build_app
     from spd_core.config import config_from_dict
     from spd_core.targets.registry import load_toy_target, toy_target_spec
     from spd_core.task import make_task
@@ -286,16 +282,7 @@ def induction(ray_session, http_port, tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("induction") / "ih.zarr"
     decompose(config, make_task(config, torch.device("cpu"), cache_dir=cache), out=path)
     args = {"stores": [f"ih={path}"], "token": TOKEN, "replica_cpus": 0.5}
-    serve.run(build_app(args), name=INDUCTION_APP, route_prefix=f"/{INDUCTION_APP}", blocking=False)
-    base = f"http://127.0.0.1:{http_port}/{INDUCTION_APP}"
-    for _ in range(100):
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.1)
-    yield base
+    yield run_http_app(args, INDUCTION_APP, http_port)
     serve.delete(INDUCTION_APP)
 
 

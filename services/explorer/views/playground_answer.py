@@ -18,17 +18,11 @@ from services.explorer.views.playground_query import (
     component_values,
 )
 from spd_client.generated.spd.v1 import decomposition_service_pb2 as pb
+from spd_client.messages import DIVERGENCES, MASK_MODES
 from spd_client.tensor_codec import from_proto, to_proto
 from spd_core.text.tokens import top_next_tokens
 
-DIVERGENCE_NAMES = {pb.DIVERGENCE_MSE: "mse", pb.DIVERGENCE_KL: "kl"}
-MASK_MODES = {
-    "keep": pb.MASK_MODE_KEEP,
-    "ablate": pb.MASK_MODE_ABLATE,
-    "ci": pb.MASK_MODE_CI,
-    "rounded_ci": pb.MASK_MODE_ROUNDED_CI,
-    "stochastic": pb.MASK_MODE_STOCHASTIC,
-}
+DIVERGENCE_NAMES = {code: name for name, code in DIVERGENCES.items() if name}
 
 
 @dataclass(frozen=True)
