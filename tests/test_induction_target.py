@@ -235,22 +235,26 @@ def test_an_untrained_target_fails_loudly_and_is_not_cached(tmp_path) -> None:
 # --- decomposition --------------------------------------------------------------------------------
 
 
+def tiny_induction_config(**fields) -> dict:
+    """Every attention projection of the TINY induction target, C = 6, 3 steps of batch 4 (KL
+    recipe); `fields` override any top-level key."""
+    return {
+        "target": {"name": "induction-2l", "overrides": TINY},
+        "module_info": [{"module_pattern": "layers.*.attn.*_proj", "C": 6}],
+        "loss_metric_configs": [
+            {"classname": "ImportanceMinimalityLoss", "coeff": 1e-3, "pnorm": 2.0},
+            {"classname": "StochasticReconLoss", "coeff": 1.0},
+        ],
+        "output_loss_type": "kl",
+        "batch_size": 4,
+        "steps": 3,
+        "eval": {"n_eval_batches": 1},
+        **fields,
+    }
+
+
 def test_decompose_attention_projections_of_induction_target(tiny_cache: Path, tmp_path) -> None:
-    config = config_from_dict(
-        {
-            "target": {"name": "induction-2l", "overrides": TINY},
-            "module_info": [{"module_pattern": "layers.*.attn.*_proj", "C": 6}],
-            "loss_metric_configs": [
-                {"classname": "ImportanceMinimalityLoss", "coeff": 1e-3, "pnorm": 2.0},
-                {"classname": "StochasticReconLoss", "coeff": 1.0},
-            ],
-            "output_loss_type": "kl",
-            "batch_size": 4,
-            "steps": 3,
-            "train_log_freq": 1,
-            "eval": {"n_eval_batches": 1},
-        }
-    )
+    config = config_from_dict(tiny_induction_config(train_log_freq=1))
     task = make_task(config, torch.device("cpu"), cache_dir=tiny_cache)
     assert task.causal_lm and task.n_features is None
     result = decompose(config, task, out=tmp_path / "ih.zarr")

@@ -123,13 +123,19 @@ def run_http_app(args: dict, name: str, http_port: int) -> str:
 
     serve.run(build_app(args), name=name, route_prefix=f"/{name}", blocking=False)
     base = f"http://127.0.0.1:{http_port}/{name}"
-    for _ in range(100):  # the proxy learns the new route shortly after the app is running
+    # the app is deployed in the background, and the HTTP proxy (started on first use) learns
+    # its route after that: wait for both, as long as the session's proxy may take to start
+    deadline = time.monotonic() + 120
+    while True:
         try:
             with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
                 if response.status == 200:
                     break
         except OSError:
-            time.sleep(0.1)
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"application {name!r} did not answer at {base}/healthz in 120 s")
+        time.sleep(0.2)
     return base
 
 

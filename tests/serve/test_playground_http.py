@@ -251,7 +251,7 @@ INDUCTION_APP = "playground-induction"
 
 
 @pytest.fixture(scope="module")
-def induction(ray_session, http_port, tmp_path_factory) -> str:
+def induction(server, http_port, tmp_path_factory) -> str:
     """Base URL of an application serving a tiny induction decomposition (a toy over token ids:
     24 ids in [0, 16)), 3 steps, no harvest."""
     import torch
@@ -261,24 +261,11 @@ def induction(ray_session, http_port, tmp_path_factory) -> str:
     from spd_core.targets.registry import load_toy_target, toy_target_spec
     from spd_core.task import make_task
     from spd_core.train.single_process import decompose
-    from tests.test_induction_target import TINY
+    from tests.test_induction_target import TINY, tiny_induction_config
 
     cache = tmp_path_factory.mktemp("induction-cache")
     load_toy_target(toy_target_spec("induction-2l", **TINY), cache)
-    config = config_from_dict(
-        {
-            "target": {"name": "induction-2l", "overrides": TINY},
-            "module_info": [{"module_pattern": "layers.*.attn.*_proj", "C": 6}],
-            "loss_metric_configs": [
-                {"classname": "ImportanceMinimalityLoss", "coeff": 1e-3, "pnorm": 2.0},
-                {"classname": "StochasticReconLoss", "coeff": 1.0},
-            ],
-            "output_loss_type": "kl",
-            "batch_size": 4,
-            "steps": 3,
-            "eval": {"n_eval_batches": 1},
-        }
-    )
+    config = config_from_dict(tiny_induction_config())
     path = tmp_path_factory.mktemp("induction") / "ih.zarr"
     decompose(config, make_task(config, torch.device("cpu"), cache_dir=cache), out=path)
     args = {"stores": [f"ih={path}"], "token": TOKEN, "replica_cpus": 0.5}
